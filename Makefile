@@ -1,0 +1,32 @@
+# The two commands a user needs:  `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= test
+STAMP := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## A full simulated sales call on the embedded bus, printed turn by turn.
+demo: $(STAMP)
+	$(BIN)/dianxiao demo
+
+## Set up and run the whole test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_bus.py
+
+clean:
+	rm -rf $(VENV) .dianxiao

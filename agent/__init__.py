@@ -1,0 +1,1 @@
+"""dianxiao: event-driven telephony voice agent for Chinese sales calls."""

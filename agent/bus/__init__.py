@@ -1,0 +1,27 @@
+"""Bus transports behind one interface: `make_bus(settings)` picks embedded or Kafka."""
+
+from __future__ import annotations
+
+from agent.bus.base import Bus, BusError, Consumer, Record, TopicPartition
+from agent.bus.embedded import EmbeddedBus
+from agent.settings import Settings
+
+__all__ = ["Bus", "BusError", "Consumer", "Record", "TopicPartition", "EmbeddedBus", "make_bus"]
+
+
+def make_bus(settings: Settings) -> Bus:
+    url = settings.bus
+    if url == "embedded" or url.startswith("embedded:"):
+        path = url.split(":", 1)[1] if ":" in url else settings.log_path
+        return EmbeddedBus(path, partitions=settings.partitions)
+    if url.startswith("kafka://"):
+        from agent.bus.kafka import KafkaBus  # aiokafka is only imported when used
+
+        return KafkaBus(
+            bootstrap=url[len("kafka://") :],
+            partitions=settings.partitions,
+            idempotent=settings.kafka_idempotent,
+            topic_prefix=settings.kafka_topic_prefix,
+            replication=settings.kafka_replication,
+        )
+    raise ValueError(f"unknown bus {url!r}: use 'embedded' or 'kafka://HOST:PORT'")

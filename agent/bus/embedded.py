@@ -1,0 +1,272 @@
+"""The embedded bus: in-process asyncio delivery over a durable append-only SQLite log.
+
+SQLite in WAL mode gives us a crash-safe append-only log and committed offsets per consumer
+group in one file, with no server to start; a restarted process reopens the file and each
+group resumes from its committed offset.  Consumer groups are coordinated in-process: members
+of one group split the partitions round-robin and a member that leaves hands its partitions
+to the others, which resume from the group's committed offset (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from agent.bus.base import Bus, BusError, Consumer, Record, TopicPartition, partition_for
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    key TEXT NOT NULL, value BLOB NOT NULL, ts REAL NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS log_by_key ON log (key, ts);
+CREATE TABLE IF NOT EXISTS commits (
+    grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def open_log_db(path: str | Path) -> sqlite3.Connection:
+    """Open (creating if needed) a log database; also used read-only by the call log."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    db.executescript(_SCHEMA)
+    return db
+
+
+class _Group:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: list[EmbeddedConsumer] = []
+
+
+class EmbeddedBus(Bus):
+    def __init__(self, path: str | Path = ":memory:", partitions: int = 4) -> None:
+        self.path = str(path)
+        self._db: sqlite3.Connection | None = None
+        self._next: dict[TopicPartition, int] = {}
+        self._groups: dict[str, _Group] = {}
+        self._wakeup = asyncio.Event()
+        self._member_ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+        self.partitions = partitions
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._db is not None:
+            return
+        try:
+            self._db = open_log_db(self.path)
+        except sqlite3.Error as exc:
+            raise BusError(f"cannot open the embedded log at {self.path}: {exc}") from exc
+        row = self._db.execute("SELECT value FROM meta WHERE name='partitions'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('partitions', ?)", (str(self.partitions),))
+        else:
+            # The partition count is fixed once a log exists: changing it would move calls.
+            self.partitions = int(row[0])
+        for topic, part, top in self._db.execute(
+            "SELECT topic, partition, MAX(offset) FROM log GROUP BY topic, partition"
+        ):
+            self._next[(topic, part)] = top + 1
+
+    async def close(self) -> None:
+        for group in self._groups.values():
+            for member in list(group.members):
+                await member.stop()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise BusError("embedded bus is not started")
+        return self._db
+
+    # --- produce -----------------------------------------------------------------------
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        await self.publish_many([(topic, key, value)])
+
+    async def publish_many(self, items: Iterable[tuple[str, str, bytes]]) -> None:
+        rows = []
+        for topic, key, value in items:
+            tp = (topic, partition_for(key, self.partitions))
+            offset = self._next.get(tp, 0)
+            self._next[tp] = offset + 1
+            rows.append((topic, tp[1], offset, key, value, time.time()))
+        if not rows:
+            return
+        try:
+            with self.db:  # one transaction: all of a handler's outputs land, or none
+                self.db.executemany("INSERT INTO log VALUES (?,?,?,?,?,?)", rows)
+        except sqlite3.Error as exc:
+            for topic, part, offset, *_ in rows:  # give the offsets back
+                self._next[(topic, part)] = min(self._next[(topic, part)], offset)
+            raise BusError(f"embedded log write failed: {exc}") from exc
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    # --- consume -----------------------------------------------------------------------
+
+    def consumer(
+        self, group: str, topics: Iterable[str], *, member: str | None = None, start: str = "earliest"
+    ) -> "EmbeddedConsumer":
+        return EmbeddedConsumer(self, group, tuple(topics), member or f"m{next(self._member_ids)}", start)
+
+    async def committed(self, group: str, tp: TopicPartition) -> int:
+        found = self._committed_or_none(group, tp)
+        return 0 if found is None else found
+
+    def _committed_or_none(self, group: str, tp: TopicPartition) -> int | None:
+        row = self.db.execute(
+            "SELECT offset FROM commits WHERE grp=? AND topic=? AND partition=?", (group, *tp)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    async def end_offset(self, tp: TopicPartition) -> int:
+        return self._next.get(tp, 0)
+
+    async def read_range(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
+        rows = self.db.execute(
+            "SELECT offset, key, value, ts FROM log WHERE topic=? AND partition=? AND offset>=? AND offset<?"
+            " ORDER BY offset",
+            (*tp, start, end),
+        ).fetchall()
+        return [Record(tp[0], tp[1], o, k, bytes(v), ts) for o, k, v, ts in rows]
+
+    async def _fetch(self, positions: dict[TopicPartition, int], max_records: int) -> list[Record]:
+        out: list[Record] = []
+        for tp, pos in positions.items():
+            if len(out) >= max_records:
+                break
+            if self._next.get(tp, 0) <= pos:
+                continue
+            rows = self.db.execute(
+                "SELECT offset, key, value, ts FROM log WHERE topic=? AND partition=? AND offset>=?"
+                " ORDER BY offset LIMIT ?",
+                (*tp, pos, max_records - len(out)),
+            ).fetchall()
+            out.extend(Record(tp[0], tp[1], o, k, bytes(v), ts) for o, k, v, ts in rows)
+        return out
+
+    async def _commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO commits VALUES (?,?,?,?) ON CONFLICT(grp, topic, partition)"
+                " DO UPDATE SET offset=excluded.offset",
+                [(group, t, p, o) for (t, p), o in offsets.items()],
+            )
+
+    # --- group membership --------------------------------------------------------------
+
+    async def _join(self, member: "EmbeddedConsumer") -> None:
+        async with self._lock:
+            group = self._groups.setdefault(member.group, _Group(member.group))
+            group.members.append(member)
+            await self._rebalance(group)
+
+    async def _leave(self, member: "EmbeddedConsumer") -> None:
+        async with self._lock:
+            group = self._groups.get(member.group)
+            if group is None or member not in group.members:
+                return
+            group.members.remove(member)
+            await self._rebalance(group)
+
+    async def _rebalance(self, group: _Group) -> None:
+        topics = sorted({t for m in group.members for t in m.topics})
+        tps = [(t, p) for t in topics for p in range(self.partitions)]
+        # Round-robin by partition so that each member gets the same partitions of every topic
+        # (a call's control events and its transcripts then land on the same member).
+        new: dict[EmbeddedConsumer, set[TopicPartition]] = {m: set() for m in group.members}
+        for t, p in tps:
+            takers = [m for m in group.members if t in m.topics]
+            if takers:
+                new[takers[p % len(takers)]].add((t, p))
+        for m in group.members:
+            await m._set_assignment(new[m])
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+
+class EmbeddedConsumer(Consumer):
+    def __init__(self, bus: EmbeddedBus, group: str, topics: tuple[str, ...], member: str, start: str) -> None:
+        super().__init__()
+        if start not in ("earliest", "latest"):
+            raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
+        self.bus, self.group, self.topics, self.member, self.start_at = bus, group, topics, member, start
+        self._positions: dict[TopicPartition, int] = {}
+        self._joined = False
+
+    async def start(self) -> None:
+        if not self._joined:
+            self._joined = True
+            await self.bus._join(self)
+
+    async def stop(self) -> None:
+        if self._joined:
+            self._joined = False
+            await self.bus._leave(self)
+            await self._set_assignment(set())
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._positions)
+
+    async def _set_assignment(self, tps: set[TopicPartition]) -> None:
+        revoked = set(self._positions) - tps
+        added = tps - set(self._positions)
+        if revoked and self.on_revoke:
+            await self.on_revoke(revoked)
+        for tp in revoked:
+            del self._positions[tp]
+        for tp in added:
+            found = self.bus._committed_or_none(self.group, tp)
+            if found is None:
+                found = self.bus._next.get(tp, 0) if self.start_at == "latest" else 0
+            self._positions[tp] = found
+        if added and self.on_assign:
+            await self.on_assign(added)
+
+    async def getmany(self, timeout_ms: int = 500, max_records: int = 500) -> list[Record]:
+        if not self._joined:
+            raise BusError("consumer is not started")
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            wake = self.bus._wakeup
+            records = await self.bus._fetch(dict(self._positions), max_records)
+            if records:
+                for r in records:
+                    tp = (r.topic, r.partition)
+                    if tp in self._positions:
+                        self._positions[tp] = max(self._positions[tp], r.offset + 1)
+                return records
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            # Poll as a fallback too: another process may append to the same file.  (asyncio.wait,
+            # not wait_for: on 3.11 wait_for can swallow a cancellation that races its timeout.)
+            waiter = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=min(remaining, 0.25))
+            finally:
+                waiter.cancel()
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        mine = {tp: o for tp, o in offsets.items() if tp in self._positions}
+        if mine:
+            await self.bus._commit(self.group, mine)

@@ -1,0 +1,18 @@
+"""`dianxiao` command line.  Each command module registers its commands on the apps in
+agent.cli.app when imported; add a module to _COMMAND_MODULES to add commands."""
+
+from __future__ import annotations
+
+import importlib
+
+from agent.cli.app import app
+
+_COMMAND_MODULES = (
+    "agent.cli.core",
+)
+
+
+def main() -> None:
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name)
+    app()

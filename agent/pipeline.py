@@ -1,0 +1,52 @@
+"""Which stages exist and how to build them from settings.
+
+`STAGE_FACTORIES` maps a stage name (as used by `dianxiao stage NAME`) to a function that
+builds the stage from settings.  The speech stages register here too when their extra is
+installed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.settings import Settings
+from agent.stages.base import Stage
+
+
+def _nlu(settings: Settings) -> Stage:
+    from agent.nlu import load_understander
+    from agent.stages.nlu import NluStage
+
+    return NluStage(load_understander(settings.nlu_model))
+
+
+def _dst(settings: Settings) -> Stage:
+    from agent.dialogue import load_playbook
+    from agent.stages.dst import DstStage
+
+    pb = load_playbook(settings.playbook)
+    return DstStage(playbook_version=f"{pb.name}@{pb.version}")
+
+
+def _policy(settings: Settings) -> Stage:
+    from agent.dialogue import load_playbook
+    from agent.stages.policy import PolicyStage
+
+    return PolicyStage(load_playbook(settings.playbook))
+
+
+STAGE_FACTORIES: dict[str, Callable[[Settings], Stage]] = {
+    "nlu": _nlu,
+    "dst": _dst,
+    "policy": _policy,
+}
+
+#: the stages of a text-mode call, in flow order
+TEXT_STAGES = ("nlu", "dst", "policy")
+
+
+def build_stage(name: str, settings: Settings) -> Stage:
+    try:
+        factory = STAGE_FACTORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r}; known: {', '.join(STAGE_FACTORIES)}") from None
+    return factory(settings)

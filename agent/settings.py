@@ -1,0 +1,67 @@
+"""One way to configure dianxiao: pydantic-settings (env vars `DIANXIAO_*`, then an optional
+TOML file named by `DIANXIAO_CONFIG` or `./dianxiao.toml`, then defaults).  CLI flags override
+by constructing Settings with explicit values."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _config_file() -> Path:
+    # The one place that reads the environment outside pydantic-settings: where the file is.
+    return Path(os.environ.get("DIANXIAO_CONFIG", "dianxiao.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIANXIAO_", extra="ignore")
+
+    bus: str = Field(
+        default="embedded",
+        description="'embedded' (SQLite log under data_dir) or 'kafka://HOST:PORT[,HOST:PORT]'",
+    )
+    data_dir: Path = Field(default=Path(".dianxiao"), description="where the embedded log and models live")
+    partitions: int = Field(default=4, ge=1, description="partitions per topic (embedded and new Kafka topics)")
+    kafka_idempotent: bool = Field(
+        default=True,
+        description="idempotent producer (Apache Kafka/Redpanda); set false for brokers without it (Tansu)",
+    )
+    kafka_topic_prefix: str = Field(default="", description="prefix for every Kafka topic name")
+    kafka_replication: int = Field(default=1, ge=1)
+    playbook: str = Field(default="cloud_saas", description="playbook name (data/playbooks/NAME.yaml) or path")
+    nlu_model: str | None = Field(default=None, description="directory of a trained NLU model; none = rules")
+    log_level: str = "INFO"
+    log_format: str = Field(default="console", description="'json' or 'console'")
+    metrics_port: int | None = Field(default=None, description="serve Prometheus metrics on this port")
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "bus.sqlite"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=_config_file()),
+        )
+
+
+def load(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,55 @@
+"""Helpers to run a pipeline in-process (used by the demo, tests, benchmarks and evaluation)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from agent.bus.base import Bus
+from agent.pipeline import TEXT_STAGES, build_stage
+from agent.runner import StageRunner
+from agent.settings import Settings
+from agent.stages.base import Stage
+
+
+class RunningPipeline:
+    def __init__(self, bus: Bus, runners: list[StageRunner]) -> None:
+        self.bus = bus
+        self.runners = runners
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def runner(self, name: str) -> StageRunner:
+        return next(r for r in self.runners if r.stage.name == name)
+
+    async def stop_stage(self, name: str) -> None:
+        """Stop one stage gracefully (SIGTERM semantics: finish, commit, leave)."""
+        r = self.runner(name)
+        r.stop()
+        await self.tasks[self.runners.index(r)]
+
+    async def restart_stage(self, name: str, stage: Stage) -> StageRunner:
+        i = self.runners.index(self.runner(name))
+        new = StageRunner(stage, self.bus, metrics=self.runners[i].metrics)
+        self.runners[i] = new
+        self.tasks[i] = asyncio.create_task(new.run())
+        await new.ready.wait()
+        return new
+
+
+@asynccontextmanager
+async def running_pipeline(
+    bus: Bus, settings: Settings | None = None, stages: Iterable[str | Stage] = TEXT_STAGES
+) -> AsyncIterator[RunningPipeline]:
+    settings = settings or Settings()
+    built = [build_stage(s, settings) if isinstance(s, str) else s for s in stages]
+    pipe = RunningPipeline(bus, [StageRunner(s, bus) for s in built])
+    pipe.tasks = [asyncio.create_task(r.run()) for r in pipe.runners]
+    try:
+        await asyncio.gather(*(r.ready.wait() for r in pipe.runners))
+        yield pipe
+    finally:
+        for r in pipe.runners:
+            r.stop()
+        await asyncio.gather(*pipe.tasks, return_exceptions=True)

@@ -1,0 +1,29 @@
+"""Shared fixtures: an embedded bus on a temporary log, and a running text pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.bus import EmbeddedBus
+from agent.observability import configure_logging
+from agent.testing import running_pipeline
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+configure_logging("WARNING")
+
+
+@pytest.fixture
+async def embedded_bus(tmp_path: Path):
+    bus = EmbeddedBus(tmp_path / "bus.sqlite")
+    await bus.start()
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture
+async def text_pipeline(embedded_bus):
+    async with running_pipeline(embedded_bus) as pipe:
+        yield pipe
