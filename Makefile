@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS ?= test
 STAMP := $(VENV)/.installed-$(EXTRAS)
+SYS_STAMP := $(VENV)/.system-packages
 
 .PHONY: setup demo test bench clean
 
@@ -11,7 +12,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(SYS_STAMP): deploy/system-packages.txt | $(BIN)/python
+	bash scripts/install-system-packages.sh
+	touch $(SYS_STAMP)
+
+$(STAMP): pyproject.toml $(SYS_STAMP) | $(BIN)/python
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
