@@ -106,10 +106,11 @@ async def run_text_call(
     call_id: str | None = None,
     waiter: ReplyWaiter | None = None,
     timeout: float = 10.0,
+    hang_up: bool = True,
     **call_fields: object,
 ) -> TextCall:
     """Play a caller: `turns` is a script, or a function (turn number, replies so far) -> the
-    next thing to say (None hangs up).  Returns the bot's replies in order."""
+    next thing to say (None ends the script; the caller hangs up unless `hang_up` is false).  Returns the bot's replies in order."""
     call = TextCall(call_id=call_id or f"call-{uuid.uuid4().hex[:12]}")
     own = waiter is None
     w = waiter or ReplyWaiter(bus)
@@ -131,7 +132,8 @@ async def run_text_call(
             if reply.ends_call:
                 call.ended_by_bot = True
                 break
-        await end_call(bus, call.call_id, turn, reason="bot_ended" if call.ended_by_bot else "hangup")
+        if hang_up or call.ended_by_bot:
+            await end_call(bus, call.call_id, turn, reason="bot_ended" if call.ended_by_bot else "hangup")
     finally:
         if own:
             await w.__aexit__(None, None, None)
