@@ -23,6 +23,8 @@ from agent.stages.base import CallContext, Emit, Stage
 
 log = structlog.get_logger("dianxiao.runner")
 
+LAG_EVERY_S = 5.0
+
 
 class StageRunner:
     def __init__(
@@ -60,14 +62,24 @@ class StageRunner:
         await consumer.start()
         self.ready.set()
         log.info("stage started", stage=self.stage.name, group=self.group, reads=list(self.stage.reads))
+        next_lag = 0.0
         try:
             while not self._stopping.is_set():
                 records = await consumer.getmany(timeout_ms=200, max_records=200)
                 if records:
                     await self._process_batch(consumer, records)
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + LAG_EVERY_S
+                    await self._report_lag()
         finally:
             await consumer.stop()
             log.info("stage stopped", stage=self.stage.name, handled=self.handled)
+
+    async def _report_lag(self) -> None:
+        try:
+            self.metrics.lag.labels(self.stage.name).set(await self.bus.lag(self.group, self.stage.reads))
+        except Exception as exc:  # a metric must never take the stage down
+            log.debug("lag unavailable", error=str(exc))
 
     # --- the work ----------------------------------------------------------------------
 

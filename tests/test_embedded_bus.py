@@ -48,3 +48,36 @@ async def test_start_latest_skips_history(embedded_bus):
     assert await c.getmany(timeout_ms=50) == []
     await embedded_bus.publish("t", "k", b"new")
     assert [r.value for r in await _drain(c, 1)] == [b"new"]
+
+
+async def test_the_recorder_copies_every_topic_into_a_call_log_once(embedded_bus, tmp_path):
+    """With Kafka the call log is a recorder's copy; a re-delivered record is not copied twice."""
+    import asyncio
+
+    from agent import events as ev
+    from agent import topics
+    from agent.calllog import CallLog
+    from agent.recorder import Recorder
+
+    await embedded_bus.publish_event(topics.CONTROL, ev.CallStarted(call_id="c1"))
+    await embedded_bus.publish_event(topics.TRANSCRIPTS, ev.TranscriptFinal(call_id="c1", turn=1, text="你好"))
+    rec = Recorder(embedded_bus, tmp_path / "calls.sqlite")
+    task = asyncio.create_task(rec.run())
+    await rec.ready.wait()
+    for _ in range(40):
+        if rec.copied >= 2:
+            break
+        await asyncio.sleep(0.05)
+    rec.stop()
+    await task
+    # a second recorder in a fresh group re-reads everything: still one copy of each record
+    rec2 = Recorder(embedded_bus, tmp_path / "calls.sqlite", group="other")
+    task = asyncio.create_task(rec2.run())
+    await rec2.ready.wait()
+    await asyncio.sleep(0.3)
+    rec2.stop()
+    await task
+    log = CallLog(tmp_path / "calls.sqlite")
+    assert [type(e).__name__ for e in log.events("c1")] == ["CallStarted", "TranscriptFinal"]
+    assert log.turns("c1")[0].caller_text == "你好"
+    log.close()

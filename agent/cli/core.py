@@ -97,6 +97,32 @@ def run(
     asyncio.run(_run_runners(settings, names))
 
 
+@app.command()
+def record(
+    bus: BusOpt = None,
+    data_dir: DataDirOpt = None,
+    log: LogOpt = None,
+) -> None:
+    """Copy every topic of a Kafka bus into a call-log file (for `calls`, `replay`, the console).
+
+    Not needed on the embedded bus, whose log already is the call log."""
+    from agent.recorder import Recorder
+
+    settings = _settings(bus, data_dir)
+
+    async def go() -> None:
+        b = make_bus(settings)
+        await b.start()
+        rec = Recorder(b, log or settings.data_dir / "calls.sqlite")
+        _install_signal_handlers(rec.stop)
+        try:
+            await rec.run()
+        finally:
+            await b.close()
+
+    asyncio.run(go())
+
+
 # --- demo ---------------------------------------------------------------------------------
 
 DEMO_SCRIPT = [
