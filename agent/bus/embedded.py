@@ -56,7 +56,6 @@ class EmbeddedBus(Bus):
     def __init__(self, path: str | Path = ":memory:", partitions: int = 4) -> None:
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
-        self._next: dict[TopicPartition, int] = {}
         self._groups: dict[str, _Group] = {}
         self._wakeup = asyncio.Event()
         self._member_ids = itertools.count(1)
@@ -78,10 +77,6 @@ class EmbeddedBus(Bus):
         else:
             # The partition count is fixed once a log exists: changing it would move calls.
             self.partitions = int(row[0])
-        for topic, part, top in self._db.execute(
-            "SELECT topic, partition, MAX(offset) FROM log GROUP BY topic, partition"
-        ):
-            self._next[(topic, part)] = top + 1
 
     async def close(self) -> None:
         for group in self._groups.values():
@@ -103,20 +98,28 @@ class EmbeddedBus(Bus):
         await self.publish_many([(topic, key, value)])
 
     async def publish_many(self, items: Iterable[tuple[str, str, bytes]]) -> None:
-        rows = []
-        for topic, key, value in items:
-            tp = (topic, partition_for(key, self.partitions))
-            offset = self._next.get(tp, 0)
-            self._next[tp] = offset + 1
-            rows.append((topic, tp[1], offset, key, value, time.time()))
-        if not rows:
+        items = list(items)
+        if not items:
             return
+        db = self.db
+        now = time.time()
         try:
-            with self.db:  # one transaction: all of a handler's outputs land, or none
-                self.db.executemany("INSERT INTO log VALUES (?,?,?,?,?,?)", rows)
+            # One IMMEDIATE transaction: all of a handler's outputs land, or none; and offsets
+            # are taken from the file itself, so another process appending to the same log
+            # (a second `dianxiao` command) can never collide with ours.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for topic, key, value in items:
+                    part = partition_for(key, self.partitions)
+                    (top,) = db.execute(
+                        "SELECT COALESCE(MAX(offset), -1) FROM log WHERE topic=? AND partition=?", (topic, part)
+                    ).fetchone()
+                    db.execute("INSERT INTO log VALUES (?,?,?,?,?,?)", (topic, part, top + 1, key, value, now))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
-            for topic, part, offset, *_ in rows:  # give the offsets back
-                self._next[(topic, part)] = min(self._next[(topic, part)], offset)
             raise BusError(f"embedded log write failed: {exc}") from exc
         self._wakeup.set()
         self._wakeup = asyncio.Event()
@@ -139,7 +142,10 @@ class EmbeddedBus(Bus):
         return None if row is None else int(row[0])
 
     async def end_offset(self, tp: TopicPartition) -> int:
-        return self._next.get(tp, 0)
+        (top,) = self.db.execute(
+            "SELECT COALESCE(MAX(offset), -1) FROM log WHERE topic=? AND partition=?", tp
+        ).fetchone()
+        return top + 1
 
     async def read_range(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
         rows = self.db.execute(
@@ -154,8 +160,6 @@ class EmbeddedBus(Bus):
         for tp, pos in positions.items():
             if len(out) >= max_records:
                 break
-            if self._next.get(tp, 0) <= pos:
-                continue
             rows = self.db.execute(
                 "SELECT offset, key, value, ts FROM log WHERE topic=? AND partition=? AND offset>=?"
                 " ORDER BY offset LIMIT ?",
@@ -165,6 +169,7 @@ class EmbeddedBus(Bus):
         return out
 
     async def _commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
+        # Rows may commit one by one; a partial commit only means some records are re-delivered.
         with self.db:
             self.db.executemany(
                 "INSERT INTO commits VALUES (?,?,?,?) ON CONFLICT(grp, topic, partition)"
@@ -237,7 +242,7 @@ class EmbeddedConsumer(Consumer):
         for tp in added:
             found = self.bus._committed_or_none(self.group, tp)
             if found is None:
-                found = self.bus._next.get(tp, 0) if self.start_at == "latest" else 0
+                found = await self.bus.end_offset(tp) if self.start_at == "latest" else 0
             self._positions[tp] = found
         if added and self.on_assign:
             await self.on_assign(added)
