@@ -123,6 +123,38 @@ def record(
     asyncio.run(go())
 
 
+@app.command()
+def call(
+    turns: Annotated[list[str], typer.Argument(help="what the caller says, one argument per turn")],
+    bus: BusOpt = None,
+    data_dir: DataDirOpt = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each reply")] = 10.0,
+) -> None:
+    """Be the caller of a text call against stages that are already running (`dianxiao run` or
+    `dianxiao stage …` on Kafka): each turn is sent as a final transcript, the reply printed."""
+    from agent.textcall import run_text_call
+
+    settings = _settings(bus, data_dir)
+
+    async def go() -> None:
+        b = make_bus(settings)
+        await b.start()
+        try:
+            result = await run_text_call(b, turns, timeout=timeout, direction="simulated", campaign="cli")
+        finally:
+            await b.close()
+        for said, reply in zip(turns, result.replies):
+            console.print(f"[bold]caller[/bold] {said}")
+            console.print(f"[bold]bot[/bold]    {reply.text}  [dim]({reply.action})[/dim]")
+        console.print(f"call id: {result.call_id}")
+
+    try:
+        asyncio.run(go())
+    except asyncio.TimeoutError:
+        console.print("[red]no reply in time: are the stages running on this bus?[/red]")
+        raise typer.Exit(1) from None
+
+
 # --- demo ---------------------------------------------------------------------------------
 
 DEMO_SCRIPT = [

@@ -1,0 +1,35 @@
+"""The agent as separate processes on one machine: `dianxiao run` serves the stages, a caller in
+another process talks to it over the embedded log, and SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).with_name("dianxiao")
+
+
+def test_a_caller_in_another_process_talks_to_a_running_agent_which_stops_cleanly_on_sigterm(tmp_path):
+    env = {**os.environ, "DIANXIAO_DATA_DIR": str(tmp_path / "data")}
+    agent = subprocess.Popen([str(BIN), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(2.0)  # imports + joining the groups
+        caller = subprocess.run(
+            [str(BIN), "call", "你好", "我想了解一下云服务器，要1000并发", "那个多少钱"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert caller.returncode == 0, caller.stdout + caller.stderr
+        assert caller.stdout.count("bot ") == 3
+        assert "call id:" in caller.stdout
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, _ = agent.communicate(timeout=20)
+    assert agent.returncode == 0, out
+    assert out.count("stage stopped") == 3
+    # the call is in the log for QA
+    listing = subprocess.run([str(BIN), "calls", "list", "--json"], env=env, capture_output=True, text=True, timeout=30)
+    assert listing.stdout.count('"call_id"') == 1
