@@ -1,42 +1,158 @@
-"""Keyword rules for sales intents (placeholder; the NLU issue replaces this)."""
+"""Rule + lexicon understander: taxonomy cues (data/taxonomy.yaml) over normalised text, plus
+entity-driven decisions (a feature named -> feature_inquiry, a system -> integration_inquiry…),
+negation, corrections and supplements that inherit the previous need.  The always-available
+fallback behind the trained model."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from agent.events import Entity, Intent
 from agent.nlu import NluOutput
+from agent.nlu.entities import Found, extract, negated
+from agent.nlu.lexicon import Lexicon, Taxonomy, load_lexicon, load_taxonomy
+from agent.nlu.normalize import Normalized, Rewriter
 
-_RULES = {
-    "greeting": ["你好", "喂", "您好"],
-    "price_inquiry": ["多少钱", "价格", "年费", "报价", "费用"],
-    "product_inquiry": ["云服务器", "SaaS", "saas", "产品"],
-    "feature_inquiry": ["并发", "备份"],
-    "purchase_intent": ["买", "下单", "签"],
-    "do_not_call": ["别再打", "不要再打"],
-}
-_NUM = {"一": 1, "两": 2, "二": 2, "三": 3, "五": 5, "十": 10}
+VERSION = "rules-3"
+
+# A product named after one of these (or followed by the second) is a product enquiry.
+NEED_BEFORE = re.compile(r"(要|想要|需要|想了解|了解|介绍|看看|看下|看一下|考虑|找|有没有|有|问问|问一下|咨询|推荐|来个|搞个|弄个|整个|配个|上个|用|关于|想问|选|换|上)[一个台套款些点下的你们贵公司]*\S{0,6}$")
+NEED_AFTER = re.compile(r"^\S{0,4}?(有吗|有没有|有么|怎么样|咋样|好不好|是什么|是啥|介绍|了解|吗|呢|么|适合|合适|哪个好|能做|可以做|靠谱)")
+CONTENT_INTENTS = ("product_inquiry", "feature_inquiry", "integration_inquiry", "price_inquiry", "demo_request")
+FEATURE_CUE = re.compile(r"并发|配置|性能|功能|参数|规格|内存|硬盘|带宽|cpu|gpu|几核|安全|备份|稳定|扩容|部署|容灾|响应|速度|延迟|存储|兼容")
+CORRECTION = re.compile(r"不是(?P<old>.{1,12}?)[,，]?(?:而是|是|要的是|应该是)")
+BARE_NUMBER = re.compile(r"^[^\w]*(?:大概|大约|差不多|就|要|得|是|有|估计|至少)*(?P<n>[0-9.]+[kw万千]?|[零一二两三四五六七八九十百千万]+)(?:个|左右|吧|的样子|以上)?[^\w]*$")
 
 
-def _concurrency(text: str) -> int | None:
-    m = re.search(r"(\d+)\s*并发", text)
-    if m:
-        return int(m.group(1))
-    m = re.search(r"([一两二三五])千", text)
-    if m and "并发" in text:
-        return _NUM[m.group(1)] * 1000
-    return None
+@dataclass
+class Decision:
+    intents: dict[str, float] = field(default_factory=dict)
+    entities: list[Found] = field(default_factory=list)
 
 
 class RuleUnderstander:
-    version = "rules-0"
+    version = VERSION
 
+    def __init__(self, taxonomy: Taxonomy | None = None, lexicon: Lexicon | None = None) -> None:
+        self.taxonomy = taxonomy or load_taxonomy()
+        self.lexicon = lexicon or load_lexicon()
+        self.rewriter = Rewriter(self.lexicon.rewrites, self.lexicon.pinyin_targets)
+
+    # --- public ---
     def understand(self, text: str, context: Sequence[str] = ()) -> NluOutput:
-        intents = [Intent(name=n) for n, kws in _RULES.items() if any(k in text for k in kws)]
-        entities: list[Entity] = []
-        if "云服务器" in text:
-            entities.append(Entity(type="product", value="cloud_server"))
-        if (c := _concurrency(text)) is not None:
-            entities.append(Entity(type="concurrency", value=c))
-        return NluOutput(intents=intents or [Intent(name="other")], entities=entities, version=self.version)
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        norm = self.rewriter(text)
+        d = self.decide(norm, context)
+        intents = [Intent(name=n, score=round(s, 3)) for n, s in d.intents.items()] or [Intent(name="other")]
+        # concurrency as a feature only drives the intent; its number is the `concurrency` entity
+        entities = [_entity(norm, f) for f in d.entities if not (f.type == "feature" and f.value == "concurrency")]
+        return NluOutput(intents=intents, entities=entities, decided_by="rule", version=self.version)
+
+    def intent_names(self, text: str, context: Sequence[str] = ()) -> set[str]:
+        return {i.name for i in self.understand(text, context).intents}
+
+    # --- decision ---
+    def decide(self, norm: Normalized, context: Sequence[str] = ()) -> Decision:
+        text = norm.text
+        intents: dict[str, float] = {}
+        for spec in self.taxonomy.intents:
+            if any(c.search(text) for c in spec.cues) and not any(u.search(text) for u in spec.unless):
+                intents[spec.name] = 1.0
+        found = extract(norm, self.lexicon, want_later="callback_request" in intents)
+
+        # corrections: "不是1000，是2000并发" keeps only the new value
+        for m in CORRECTION.finditer(text):
+            found = [f for f in found if not (m.start("old") <= f.start and f.end <= m.end("old"))]
+
+        neg = [f for f in found if f.type in ("feature", "product", "system") and negated(text, f)]
+        pos = [f for f in found if f not in neg]
+        if neg:
+            intents["deny"] = 1.0
+            intents.pop("not_interested", None)  # 不需要异地备份 declines a feature, not the call
+            intents.pop("purchase_intent", None)
+
+        kinds = {f.type for f in pos}
+        if kinds & {"feature", "concurrency"} or FEATURE_CUE.search(_without(text, neg)):
+            if not (neg and not kinds & {"feature", "concurrency"}):
+                intents["feature_inquiry"] = 1.0
+        if "system" in kinds:
+            intents["integration_inquiry"] = 1.0
+        if "competitor" in kinds:
+            intents["competitor_comparison"] = 1.0
+        products = [f for f in pos if f.type == "product"]
+        if products and "product_inquiry" not in intents:
+            for f in products:
+                if NEED_BEFORE.search(text[max(0, f.start - 10) : f.start]) or NEED_AFTER.search(text[f.end : f.end + 6]):
+                    intents["product_inquiry"] = 1.0
+                    break
+            else:
+                core = set(intents) - {"greeting", "affirm", "supplement_demand"}
+                if not core:
+                    intents["product_inquiry"] = 0.8  # a product named on its own asks about it
+        if "integration_inquiry" in intents and "system" not in kinds and not re.search(r"api|接口|sdk|系统|软件|平台|对接|接入|集成|打通", text):
+            intents.pop("integration_inquiry")  # 兼容/同步 alone, with nothing to connect to
+        if "price_objection" in intents and "price_inquiry" in intents and re.search(r"便宜多少|优惠多少|打几折|折扣多少", text):
+            intents.pop("price_inquiry")
+        if "ask_if_robot" in intents and "request_human" in intents and not re.search(r"(转|找|换|叫|要|让|请)(个|一个)?(人工|真人|活人|经理|客服)", text):
+            intents.pop("request_human")
+        if "do_not_call" in intents:
+            intents.pop("callback_request", None)
+        if "callback_request" not in intents:
+            found = [f for f in found if f.type != "callback_time" or f.value != "later"]
+        if {"affirm", "deny"} <= set(intents):
+            intents.pop("affirm")
+
+        # a bare number answers the previous turn's question
+        if not found and context:
+            m = BARE_NUMBER.match(text)
+            prev = self.rewriter(context[-1]).text
+            if m:
+                from agent.nlu.numbers import parse_number
+
+                v = parse_number(m.group("n"))
+                if v:
+                    if re.search(r"并发|同时在线|qps", prev):
+                        found.append(Found("concurrency", v, m.start("n"), m.end("n")))
+                        intents["feature_inquiry"] = 1.0
+                    elif re.search(r"预算|多少钱|价格|报价", prev) and v >= 100:
+                        found.append(Found("budget", v, m.start("n"), m.end("n")))
+
+        # a supplement inherits the previous turn's need when it names none itself
+        if "supplement_demand" in intents and context and not set(intents) & set(CONTENT_INTENTS):
+            prev_d = self.decide(self.rewriter(context[-1]), context[:-1])
+            for name in CONTENT_INTENTS:
+                if name in prev_d.intents:
+                    intents[name] = 0.9
+
+        if "other" in intents or not intents:
+            intents = {k: v for k, v in intents.items() if k != "other"} or {"other": 1.0}
+        order = {name: i for i, name in enumerate(self.taxonomy.intent_names)}
+        return Decision(
+            intents=dict(sorted(intents.items(), key=lambda kv: order.get(kv[0], 99))),
+            entities=_dedupe(found),
+        )
+
+
+def _without(text: str, spans: list[Found]) -> str:
+    for f in sorted(spans, key=lambda f: -f.start):
+        text = text[: f.start] + " " * (f.end - f.start) + text[f.end :]
+    return text
+
+
+def _dedupe(found: list[Found]) -> list[Found]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for f in found:
+        key = (f.type, str(f.value))
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def _entity(norm: Normalized, f: Found) -> Entity:
+    start, end = norm.orig_span(f.start, f.end)
+    return Entity(type=f.type, value=f.value, text=norm.orig[start:end], start=start, end=end)
