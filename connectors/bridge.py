@@ -1,0 +1,155 @@
+"""The bus side every media connector shares (SIP/RTP, provider websockets).
+
+A connector turns a phone call into events: it announces the call on call.control, writes the
+caller's 20 ms frames to audio.in, and plays back what arrives on audio.out for its calls.  The
+bridge does the bus half of that so each connector only speaks its own wire protocol:
+
+* one consumer in its own group, started at "latest", tails audio.out and call.control (the
+  same pattern as agent.textcall.ReplyWaiter), so it works on the embedded bus and Kafka alike;
+* bot frames are handed to the call's `MediaSink` (a paced sender), a barge-in flushes the sink
+  and drops later frames of the interrupted reply, and a CallEnded written by the agent (the bot
+  hung up) asks the sink to hang up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from agent import events as ev
+from agent import topics
+from agent.bus.base import Bus
+
+log = structlog.get_logger("dianxiao.connectors")
+
+
+class MediaSink(Protocol):
+    """Where a call's bot audio goes (an RTP sender, a provider websocket)."""
+
+    def enqueue(self, payload_pcmu: bytes) -> None: ...
+
+    def flush(self) -> int:
+        """Drop every queued frame at once (barge-in); returns how many were dropped."""
+        ...
+
+    async def hangup(self, reason: str) -> None: ...
+
+
+@dataclass
+class CallTap:
+    """What the bridge knows about one live call."""
+
+    call_id: str
+    sink: MediaSink
+    cancelled_replies: set[str] = field(default_factory=set)
+    frames_out: int = 0
+    frames_in: int = 0
+    barge_ins: int = 0
+
+
+class BusBridge:
+    def __init__(self, bus: Bus, stage: str, *, group: str | None = None) -> None:
+        self.bus = bus
+        self.stage = stage
+        self.group = group or f"{stage}-{uuid.uuid4().hex[:8]}"
+        self.calls: dict[str, CallTap] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        #: called (call_id) when the agent itself ends a call, after the sink hung up
+        self.on_agent_hangup: Callable[[str], Awaitable[None]] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._pump())
+            await self._ready.wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    # --- caller -> bus -----------------------------------------------------------------
+
+    async def call_started(self, call_id: str, sink: MediaSink, *, direction: str, caller: str | None = None,
+                           campaign: str | None = None, metadata: dict[str, Any] | None = None) -> ev.CallStarted:
+        self.calls[call_id] = CallTap(call_id, sink)
+        started = ev.CallStarted(
+            call_id=call_id, stage=self.stage, mode="audio", direction=direction,  # type: ignore[arg-type]
+            caller=caller, campaign=campaign, metadata=metadata or {},
+        )
+        await self.bus.publish_event(topics.CONTROL, started)
+        return started
+
+    async def caller_audio(self, call_id: str, frames: list[tuple[int, bytes]]) -> None:
+        """Publish caller frames (frame_index, 160 bytes of mu-law) in one bus write."""
+        tap = self.calls.get(call_id)
+        if tap is None or not frames:
+            return
+        tap.frames_in += len(frames)
+        items = []
+        for index, payload in frames:
+            frame = ev.AudioFrame(call_id=call_id, stage=self.stage, codec="pcmu8k", frame_index=index,
+                                  seq=index, payload=payload)
+            items.append((topics.AUDIO_IN, call_id, ev.encode(frame)))
+        await self.bus.publish_many(items)
+
+    async def call_ended(self, call_id: str, reason: str, outcome: str | None = None) -> None:
+        if self.calls.pop(call_id, None) is None:
+            return
+        await self.bus.publish_event(
+            topics.CONTROL, ev.CallEnded(call_id=call_id, stage=self.stage, reason=reason, outcome=outcome)
+        )
+
+    # --- bus -> caller -----------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        consumer = self.bus.consumer(self.group, [topics.AUDIO_OUT, topics.CONTROL], start="latest")
+        await consumer.start()
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                records = await consumer.getmany(timeout_ms=50, max_records=500)
+                for rec in records:
+                    if rec.key not in self.calls:
+                        continue  # another connector's call (or an ended one)
+                    try:
+                        event = ev.decode(rec.value)
+                    except ev.EventError as exc:
+                        log.warning("undecodable record on the connector's topics", topic=rec.topic, reason=str(exc))
+                        continue
+                    await self.deliver(event)
+        finally:
+            await consumer.stop()
+
+    async def deliver(self, event: Any) -> None:
+        """Act on one agent event for a live call (public so the pure flow is testable)."""
+        tap = self.calls.get(event.call_id)
+        if tap is None:
+            return
+        if isinstance(event, ev.AudioFrame):
+            if event.codec != "pcmu8k" or (event.reply_event_id and event.reply_event_id in tap.cancelled_replies):
+                return
+            tap.frames_out += 1
+            tap.sink.enqueue(event.payload)
+        elif isinstance(event, ev.BargeIn):
+            tap.barge_ins += 1
+            if event.reply_event_id:
+                tap.cancelled_replies.add(event.reply_event_id)
+            dropped = tap.sink.flush()
+            log.info("barge-in: bot audio stopped", call_id=event.call_id, dropped_frames=dropped)
+        elif isinstance(event, ev.CallEnded) and event.stage != self.stage:
+            # The agent ended the call (e.g. the bot said goodbye).  Forget it first so that the
+            # connector's own hang-up path does not announce the end a second time.
+            self.calls.pop(event.call_id, None)
+            await tap.sink.hangup(event.reason)
+            if self.on_agent_hangup is not None:
+                await self.on_agent_hangup(event.call_id)
