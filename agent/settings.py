@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     )
     kafka_topic_prefix: str = Field(default="", description="prefix for every Kafka topic name")
     kafka_replication: int = Field(default=1, ge=1)
+    kafka_session_timeout_ms: int = Field(
+        default=10000, ge=100, description="a group member silent this long is dropped (its partitions move)"
+    )
+    kafka_heartbeat_interval_ms: int = Field(default=3000, ge=10, description="below a third of the session timeout")
+    kafka_broker_timeout_s: float = Field(
+        default=30.0, gt=0, description="an unreachable broker becomes an error after this long (no endless hang)"
+    )
     playbook: str = Field(default="cloud_saas", description="playbook name (data/playbooks/NAME.yaml) or path")
     nlu_model: str | None = Field(default=None, description="directory of a trained NLU model; none = rules")
     log_level: str = "INFO"

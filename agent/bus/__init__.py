@@ -23,5 +23,11 @@ def make_bus(settings: Settings) -> Bus:
             idempotent=settings.kafka_idempotent,
             topic_prefix=settings.kafka_topic_prefix,
             replication=settings.kafka_replication,
+            broker_timeout_s=settings.kafka_broker_timeout_s,
+            consumer_options={
+                "session_timeout_ms": settings.kafka_session_timeout_ms,
+                "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+                "rebalance_timeout_ms": settings.kafka_session_timeout_ms,
+            },
         )
     raise ValueError(f"unknown bus {url!r}: use 'embedded' or 'kafka://HOST:PORT'")
