@@ -1,32 +1,402 @@
-"""Dialogue state and its pure update function (placeholder; the dialogue issue extends it)."""
+"""Dialogue state and its pure update function `update(state, nlu_result) -> state`.
+
+The state is what the bot knows about the call after each caller turn: the active intents (a
+stack, so that "还有…" inherits the need being discussed and a digression such as "你是机器人吗"
+returns to it), slots with value / source turn / confidence (newest wins, the old value goes to
+`slot_history`), the caller's preferences and objections, the sale stage, the entities either
+side mentioned (for "这个/那个/刚才那个"), and the turn history.
+
+`note_action(state, action)` records what the bot decided to do on this turn (the system act),
+so that the next turn can read a bare "两千吧" as the answer to the question just asked and
+"这个版本" as the plan the bot just named.  Both functions are pure: state is rebuilt on restart
+by replaying the log through them."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.events import NluResult
+from agent.dialogue.numbers import numbers_in
+from agent.events import Entity, NluResult
+
+# Intents that carry a task the caller wants done (they go on the stack);
+# the others are reactions, digressions or call control.
+TASK_INTENTS = (
+    "product_inquiry",
+    "price_inquiry",
+    "feature_inquiry",
+    "integration_inquiry",
+    "purchase_intent",
+    "demo_request",
+    "callback_request",
+)
+SINGLE_SLOTS = ("product", "concurrency", "quantity", "budget", "term", "callback_time", "competitor", "region", "phone")
+LIST_SLOTS = {"feature": "features", "system": "systems"}
+NUMERIC_SLOTS = ("concurrency", "quantity", "budget", "term")
+SIZING_FEATURES = frozenset({"concurrency"})
+STACK_LIMIT = 5
+HISTORY_LIMIT = 40
+
+_NEGATION_BEFORE = re.compile(r"(不要|不用|不需要|不想要|取消|去掉|去除|别要|不考虑|用不着|不必|删掉|拿掉|免了)[^，,。！!？?；;]{0,6}$")
+_NEGATION_AFTER = re.compile(r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算了|去掉|取消|就免了|不用了)")
+_CORRECTION = re.compile(r"(不是|不对|说错了|搞错了|改成|换成|改为|改一下|更正)")
+_DEMONSTRATIVE = re.compile(r"(刚才|刚刚|之前|前面|上一个|原来|最开始)?(那个|这个|这款|那款|这套|那套|这种|那种|该|它)")
+_EARLIER = ("刚才", "刚刚", "之前", "前面", "上一个", "原来", "最开始")
+
+
+class Slot(BaseModel):
+    value: Any
+    turn: int
+    confidence: float = 1.0
+    source: str = "caller"  # caller | coref | context (a bare answer to the bot's question) | bot
+    text: str | None = None  # the caller's words for it ("下周三下午"), for reading it back
+
+
+class SlotChange(BaseModel):
+    slot: str
+    old: Any
+    new: Any
+    turn: int
+    reason: str  # overwrite | correction | negation
+
+
+class Mention(BaseModel):
+    """An entity that was talked about, for resolving "这个/那个/刚才那个"."""
+
+    kind: str  # product | plan
+    value: str
+    turn: int
+    by: str  # caller | bot
+
+
+class TurnRecord(BaseModel):
+    turn: int
+    text: str
+    intents: list[str]
+    entities: list[dict[str, Any]] = Field(default_factory=list)
+    action: str | None = None
 
 
 class DialogueState(BaseModel):
     turn: int = 0
-    intents: list[str] = Field(default_factory=list)
-    slots: dict[str, Any] = Field(default_factory=dict)
+    #: task intents, most recent last; the top is what the caller is working on now
+    intent_stack: list[str] = Field(default_factory=list)
+    #: every intent of this turn (after a supplement inherited its core intent)
+    turn_intents: list[str] = Field(default_factory=list)
+    #: what the caller wants now: this turn's intents, or on a digression the task it returns to
+    active_intents: list[str] = Field(default_factory=list)
+    slots: dict[str, Slot] = Field(default_factory=dict)
+    slot_history: list[SlotChange] = Field(default_factory=list)
+    rejected: dict[str, list[str]] = Field(default_factory=dict)  # features/systems the caller declined
+    preferences: dict[str, Any] = Field(default_factory=dict)
+    objections: list[str] = Field(default_factory=list)
+    turn_objection: str | None = None
+    mentions: list[Mention] = Field(default_factory=list)
+    resolved_ref: Mention | None = None
     stage: str = "opening"
+    do_not_call: bool = False
+    fallbacks: int = 0
+    corrected: list[str] = Field(default_factory=list)  # slots corrected or negated on this turn
+    expecting: str | None = None  # the slot the bot asked for on its last turn
+    offer: str | None = None  # what the bot offered on its last turn (demo, callback, quote)
+    last_action: str | None = None
+    actions_done: list[str] = Field(default_factory=list)
+    history: list[TurnRecord] = Field(default_factory=list)
     last_text: str = ""
 
+    # --- reading helpers ------------------------------------------------------------------
 
-def update(state: DialogueState, nlu: NluResult) -> DialogueState:
-    slots = dict(state.slots)
-    for e in nlu.entities:
-        slots[e.type] = e.value
-    return state.model_copy(
-        update={
-            "turn": nlu.turn,
-            "intents": [i.name for i in nlu.intents],
-            "slots": slots,
-            "last_text": nlu.text,
-            "stage": "discovery",
-        }
+    def value(self, slot: str, default: Any = None) -> Any:
+        s = self.slots.get(slot)
+        return s.value if s is not None else default
+
+    def goal(self) -> dict[str, Any]:
+        """The slots as plain values (what joint goal accuracy compares)."""
+        return {k: v.value for k, v in self.slots.items()}
+
+    def has(self, intent: str) -> bool:
+        return intent in self.turn_intents
+
+
+# --- update -------------------------------------------------------------------------------
+
+
+def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = None) -> DialogueState:
+    """Fold one caller turn into the state (pure: the input state is not modified).
+
+    `objection_cue` is the objection the playbook's cue words found in the text, if any (the
+    stage passes `playbook.objection_cue(text)`; the NLU has no intent for timing/authority)."""
+    s = state.model_copy(deep=True)
+    turn = nlu.turn if nlu.turn > s.turn else s.turn + 1
+    text = nlu.text or ""
+    s.turn, s.last_text, s.corrected, s.resolved_ref = turn, text, [], None
+    scores = {i.name: i.score for i in nlu.intents}
+    intents = [n for n in scores if n != "other"] or ["other"]
+
+    correction = bool(_CORRECTION.search(text))
+    entities = _context_entities(s, text, list(nlu.entities), intents)
+    if correction:
+        entities = _bare_correction(s, text, entities)
+    for etype, group in _group(entities).items():
+        conf = min((scores.get(i, 1.0) for i in intents), default=1.0)
+        if etype in LIST_SLOTS:
+            _update_list(s, etype, group, text, turn, conf)
+        elif etype in SINGLE_SLOTS or etype == "plan":
+            _update_single(s, etype, group, text, turn, conf, correction)
+    _resolve_reference(s, text, entities, intents, turn)
+
+    # Intents: a supplement inherits the task under discussion; a digression leaves the stack.
+    tasks = [i for i in intents if i in TASK_INTENTS]
+    if "supplement_demand" in intents and s.intent_stack:
+        # "另外还要异地备份": the need is added to the task under way, which stays on top
+        core = s.intent_stack[-1]
+        tasks = [t for t in tasks if t != core] + [core]
+        if core not in intents:
+            intents = intents + [core]
+    if not tasks and entities and s.intent_stack and not (set(intents) & {"deny", "do_not_call", "not_interested"}):
+        # a bare slot value ("两千吧", "要异地备份") continues the current task
+        tasks = [s.intent_stack[-1]]
+    for t in tasks:
+        if t in s.intent_stack:
+            s.intent_stack.remove(t)
+        s.intent_stack.append(t)
+    s.intent_stack = s.intent_stack[-STACK_LIMIT:]
+    s.turn_intents = intents
+    digression = [i for i in intents if i not in TASK_INTENTS and i != "other"]
+    s.active_intents = list(dict.fromkeys(tasks + digression)) if tasks else (
+        digression + s.intent_stack[-1:] if s.intent_stack else digression
     )
+
+    # Signals about the caller.
+    if "do_not_call" in intents:
+        s.do_not_call = True
+    objection = None
+    if "price_objection" in intents:
+        objection = "price"
+    elif "competitor_comparison" in intents or any(e.type == "competitor" for e in entities):
+        objection = "competitor"
+    elif objection_cue:
+        objection = objection_cue
+    s.turn_objection = objection
+    if objection and objection not in s.objections:
+        s.objections.append(objection)
+    if objection == "price" or "budget" in s.slots or re.search(r"性价比|便宜|实惠|划算|省钱", text):
+        s.preferences["price_sensitive"] = True
+    if s.value("features"):
+        s.preferences["features"] = list(s.value("features"))
+    if "other" in intents and not entities:
+        s.fallbacks += 1
+    else:
+        s.fallbacks = 0
+    if tasks and s.stage == "opening":
+        s.stage = "discovery"
+
+    s.history.append(
+        TurnRecord(
+            turn=turn,
+            text=text,
+            intents=intents,
+            entities=[{"type": e.type, "value": e.value} for e in entities],
+        )
+    )
+    s.history = s.history[-HISTORY_LIMIT:]
+    return s
+
+
+def note_action(state: DialogueState, name: str, params: dict[str, Any], stage: str | None = None) -> DialogueState:
+    """Record the bot's action for this turn (pure): what it asked, offered and named."""
+    s = state.model_copy(deep=True)
+    s.last_action = name
+    s.actions_done.append(name)
+    s.expecting = params.get("slot") or None  # the slot the bot's question asks for
+    s.offer = params.get("offer")
+    for kind in ("product", "plan"):
+        value = params.get(kind)
+        if value and not (s.mentions and s.mentions[-1].kind == kind and s.mentions[-1].value == value
+                          and s.mentions[-1].turn == s.turn):
+            s.mentions.append(Mention(kind=kind, value=str(value), turn=s.turn, by="bot"))
+    s.mentions = s.mentions[-12:]
+    if stage:
+        s.stage = stage
+    if s.history and s.history[-1].turn == s.turn:
+        s.history[-1].action = name
+    return s
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _group(entities: list[Entity]) -> dict[str, list[Entity]]:
+    out: dict[str, list[Entity]] = {}
+    for e in entities:
+        out.setdefault(e.type, []).append(e)
+    return out
+
+
+def _span(e: Entity, text: str) -> tuple[int, int]:
+    if e.start is not None and e.end is not None and 0 <= e.start <= e.end <= len(text):
+        return e.start, e.end
+    if e.text and e.text in text:
+        i = text.index(e.text)
+        return i, i + len(e.text)
+    v = str(e.value)
+    if v and v in text:
+        i = text.index(v)
+        return i, i + len(v)
+    return -1, -1
+
+
+def _negated(e: Entity, text: str) -> bool:
+    start, end = _span(e, text)
+    if start < 0:
+        # no position: the whole utterance must be a negation about this value
+        return bool(re.search(r"(不要|不用|不需要|取消|去掉).{0,8}$|(不要了|不需要了|算了)$", text)) and len(text) <= 14
+    return bool(_NEGATION_BEFORE.search(text[:start]) or _NEGATION_AFTER.search(text[end:]))
+
+
+def _set(
+    s: DialogueState, slot: str, value: Any, turn: int, conf: float, source: str, reason: str, text: str | None = None
+) -> None:
+    old = s.slots.get(slot)
+    if old is not None and old.value == value:
+        s.slots[slot] = old.model_copy(update={"confidence": max(old.confidence, conf)})
+        return
+    if old is not None:
+        s.slot_history.append(SlotChange(slot=slot, old=old.value, new=value, turn=turn, reason=reason))
+        if reason != "overwrite":
+            s.corrected.append(slot)
+    s.slots[slot] = Slot(value=value, turn=turn, confidence=conf, source=source, text=text)
+
+
+def _update_single(
+    s: DialogueState, etype: str, group: list[Entity], text: str, turn: int, conf: float, correction: bool
+) -> None:
+    # "不是1000，是2000并发": the value that is not itself negated wins; with several, the last.
+    kept = [e for e in group if not _after(text, e, "不是") and not _negated(e, text)]
+    source = "context" if any(getattr(e, "text", None) == "__context__" for e in group) else "caller"
+    if kept:
+        value = kept[-1].value
+        if etype in NUMERIC_SLOTS:
+            value = _as_int(value)
+            if value is None:
+                return
+        reason = "correction" if (correction or len(group) > 1) and etype in s.slots else "overwrite"
+        surface = kept[-1].text if kept[-1].text != "__context__" else None
+        _set(s, etype, value, turn, conf, source, reason, surface)
+        if etype in ("product", "plan"):
+            s.mentions.append(Mention(kind=etype, value=str(value), turn=turn, by="caller"))
+    elif etype in s.slots and any(str(e.value) == str(s.value(etype)) for e in group):
+        # "不要云服务器了": the value on record is withdrawn
+        s.slot_history.append(SlotChange(slot=etype, old=s.value(etype), new=None, turn=turn, reason="negation"))
+        s.corrected.append(etype)
+        del s.slots[etype]
+
+
+def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, turn: int, conf: float) -> None:
+    key = LIST_SLOTS[etype]
+    current = list(s.value(key, []))
+    rejected = list(s.rejected.get(key, []))
+    for e in group:
+        v = e.value
+        if v in SIZING_FEATURES:
+            continue  # "并发" is its own slot; asking about it is not wanting a feature
+        if _negated(e, text):
+            if v in current:
+                current.remove(v)
+            if v not in rejected:
+                rejected.append(v)
+        else:
+            if v not in current:
+                current.append(v)
+            if v in rejected:
+                rejected.remove(v)
+    if rejected:
+        s.rejected[key] = rejected
+    if current:
+        _set(s, key, current, turn, conf, "caller", "negation" if len(current) < len(s.value(key, [])) else "overwrite")
+    elif key in s.slots:
+        s.slot_history.append(SlotChange(slot=key, old=s.value(key), new=[], turn=turn, reason="negation"))
+        s.corrected.append(key)
+        del s.slots[key]
+
+
+def _after(text: str, e: Entity, cue: str) -> bool:
+    """Is the entity inside a "不是X" phrase (cue right before it, same clause)?"""
+    start, _ = _span(e, text)
+    if start < 0:
+        return False
+    before = text[max(0, start - 4) : start]
+    return cue in before and not re.search(r"[，,。；;]", before[before.rfind(cue):])
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    nums = numbers_in(str(value))
+    return int(nums[0]) if nums else None
+
+
+def _context_entities(s: DialogueState, text: str, entities: list[Entity], intents: list[str]) -> list[Entity]:
+    """A bare answer to the bot's question: "两千左右" after "需要多少并发?" fills concurrency."""
+    want = s.expecting
+    if want not in NUMERIC_SLOTS or any(e.type == want for e in entities):
+        return entities
+    if set(intents) & {"do_not_call", "not_interested", "request_human"}:
+        return entities
+    others = [e for e in entities if e.type in NUMERIC_SLOTS and e.type != want]
+    if others and len(others) == 1 and others[0].type == "quantity":
+        # the NLU could only tell "a number"; the question says which
+        e = others[0]
+        return [x for x in entities if x is not e] + [Entity(type=want, value=e.value, text=e.text, start=e.start, end=e.end)]
+    if not any(e.type in NUMERIC_SLOTS for e in entities):
+        nums = [n for n in numbers_in(text) if n >= 1]
+        if nums:
+            return entities + [Entity(type=want, value=int(nums[-1]), text="__context__")]
+    return entities
+
+
+def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> list[Entity]:
+    """"不是4000，是8000" / "改成9000" with no unit: the number replaces the numeric slot it
+    corrects (the one holding the 不是 value, else the one set most recently)."""
+    if any(e.type in NUMERIC_SLOTS for e in entities):
+        return entities
+    nums = [int(n) for n in numbers_in(text) if n >= 1]
+    held = {slot: s.value(slot) for slot in NUMERIC_SLOTS if s.value(slot) is not None}
+    if not nums or not held:
+        return entities
+    wrong = next((slot for slot, v in held.items() if v in nums), None)
+    new = [n for n in nums if wrong is None or n != held[wrong]]
+    if not new:
+        return entities
+    slot = wrong or max(held, key=lambda k: s.slots[k].turn)
+    return entities + [Entity(type=slot, value=new[-1])]
+
+
+def _resolve_reference(s: DialogueState, text: str, entities: list[Entity], intents: list[str], turn: int) -> None:
+    """"这个/那个/这个版本/刚才那个": the product or plan most recently named (by either side);
+    with 刚才/之前, the one named before the current one."""
+    if any(e.type in ("product", "plan") for e in entities):
+        return
+    m = _DEMONSTRATIVE.search(text)
+    if not m or not s.mentions:
+        return
+    earlier = m.group(1) in _EARLIER if m.group(1) else False
+    wants_plan = bool(re.search(r"版本|版|套餐|配置|型号|方案", text))
+    candidates = [x for x in reversed(s.mentions) if x.turn < turn or x.by == "bot"]
+    if wants_plan and any(x.kind == "plan" for x in candidates):
+        candidates = [x for x in candidates if x.kind == "plan"]
+    if not candidates:
+        return
+    target = candidates[0]
+    if earlier:
+        current = s.value(target.kind) or target.value
+        older = [x for x in candidates if x.kind == target.kind and x.value != current]
+        if older:
+            target = older[0]
+    s.resolved_ref = target
+    _set(s, target.kind, target.value, turn, 0.8, "coref", "overwrite")
+    s.mentions.append(Mention(kind=target.kind, value=target.value, turn=turn, by="caller"))

@@ -1,4 +1,7 @@
-"""Dialogue-state-tracking stage: nlu.results -> dialogue.state (the full state each turn)."""
+"""Dialogue-state-tracking stage: nlu.results -> dialogue.state (the full state each turn).
+
+The state carries the action the policy core chose for this turn (`next_action`), because the
+next turn's tracking needs to know what the bot asked and named ("两千吧", "这个版本")."""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ from typing import Any
 
 from agent import events as ev
 from agent import topics
-from agent.dialogue import DialogueState, update
+from agent.dialogue import DialogueState, Playbook, load_playbook
+from agent.dialogue.turn import track
 from agent.stages.base import CallContext, Emit, Stage
 
 
@@ -15,8 +19,10 @@ class DstStage(Stage):
     reads = (topics.NLU,)
     writes = (topics.DIALOGUE,)
 
-    def __init__(self, playbook_version: str | None = None) -> None:
-        self.playbook_version = playbook_version
+    def __init__(self, playbook: Playbook | None = None, playbook_version: str | None = None) -> None:
+        self.playbook = playbook or load_playbook()
+        self.playbook_version = playbook_version or f"{self.playbook.name}@{self.playbook.version}"
+        self.version = self.playbook_version
 
     def new_state(self, call_id: str) -> DialogueState:
         return DialogueState()
@@ -24,13 +30,14 @@ class DstStage(Stage):
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
         if not isinstance(event, ev.NluResult):
             return []
-        ctx.state = update(ctx.state, event)
+        state, action = track(ctx.state, event, self.playbook)
+        ctx.state = state
         out = self.make(
             ev.DialogueStateUpdated,
             event,
             ctx,
             0,
-            state=ctx.state.model_dump(mode="json"),
+            state={**state.model_dump(mode="json"), "next_action": action.model_dump(mode="json")},
             playbook_version=self.playbook_version,
         )
         return [Emit(topics.DIALOGUE, out)]
