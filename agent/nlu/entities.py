@@ -12,7 +12,7 @@ from agent.nlu.normalize import Normalized
 from agent.nlu.numbers import NUMBER, parse_number
 
 # Integration context decides whether "金蝶"/"MES" is their existing system or a rival/product.
-INTEGRATION_CUE = re.compile(r"对接|接入|集成|打通|连通|联通|连接|同步|接上|联动|兼容|导入|导出|互通|现有|已有|原有|现在用|在用|我们的|我们用|自己的|接口")
+INTEGRATION_CUE = re.compile(r"对接|接入|集成|打通|连通|联通|连接|同步|接上|联动|兼容|导入|导出|互通|现有|已有|原有|现在用|在用|接口")
 COMPARISON_CUE = re.compile(r"比|相比|对比|比较|区别|优势|人家|别家|便宜|贵|报价|换|迁")
 NEGATION_BEFORE = re.compile(r"(不要|不用|不需要|不想要|不必|去掉|取消|删掉|不考虑|没必要|用不着|用不上|暂时不要|先不要|不要了)(那个|这个|什么)?(的)?$")
 NEGATION_AFTER = re.compile(r"^(就|也|先|暂时)?(不要|不用|不需要|算了|去掉|取消|不考虑|没必要|用不着)")
@@ -54,7 +54,7 @@ WEEKDAYS = {"一": "monday", "二": "tuesday", "三": "wednesday", "四": "thurs
 PARTS = {"早上": "morning", "上午": "morning", "早晨": "morning", "明早": "morning", "中午": "noon",
          "下午": "afternoon", "傍晚": "evening", "晚上": "evening", "今晚": "evening", "明晚": "evening", "晚点": None}
 DAY_RE = re.compile(r"大后天|今天|今晚|明天|明早|明晚|后天|(?:下个?|这个?|本)?(?:周|星期|礼拜)[一二三四五六日天末]|下周|下礼拜|下星期|周末|下个月|月底|月初|这周|本周")
-PART_RE = re.compile(r"早上|上午|早晨|中午|下午|傍晚|晚上")
+PART_RE = re.compile(r"(?:早上|上午|早晨|中午|下午|傍晚|晚上)(?!好)")
 HOUR_RE = re.compile(r"(?P<h>[0-9]{1,2}|[一二两三四五六七八九十]{1,3})(?:点|:|：)(?P<m>半|一刻|[0-9]{1,2}|[一二三四五六七八九十]{1,3}(?:分)?)?")
 DURATION_RE = re.compile(rf"(?:过)?(?P<n>{NUMBER}|半|一两|两三)(?:个)?(?P<u>分钟|小时|钟头|天)(?:后|以后|之后)?")
 LATER_RE = re.compile(r"晚点|晚些|等会|等一会|一会儿|回头|改天|下次|过会|过一会|稍后|有空|有时间|抽空")

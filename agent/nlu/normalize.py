@@ -170,26 +170,30 @@ def _fuzzy(syl: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _char_key(ch: str) -> str:
+def _char_key(ch: str, fuzzy: bool = True) -> str:
     if not ("\u4e00" <= ch <= "\u9fff"):
         return ch
     try:
         from pypinyin import lazy_pinyin
     except ImportError:  # without pypinyin the repair step is a no-op
         return ch
-    return _fuzzy(lazy_pinyin(ch)[0])
+    syl = lazy_pinyin(ch)[0]
+    return _fuzzy(syl) if fuzzy else syl
 
 
 @lru_cache(maxsize=8)
 def _target_index(targets: tuple[str, ...]) -> dict[tuple[str, ...], str]:
-    return {tuple(_char_key(c) for c in t): t for t in targets}
+    # two-character words only by exact pinyin: fuzzy sounds make too many false friends
+    # (怎么样时间 -> 怎么演示间); longer words tolerate the fuzzy initials/finals.
+    return {tuple("=" * (len(t) == 2) + _char_key(c, len(t) > 2) for c in t): t for t in targets}
 
 
 def _pinyin_repair(norm: Normalized, targets: tuple[str, ...]) -> Normalized:
     index = _target_index(targets)
     lengths = sorted({len(k) for k in index}, reverse=True)
     text = norm.text
-    keys = [_char_key(c) for c in text]
+    fuzzy_keys = [_char_key(c) for c in text]
+    strict_keys = ["=" + _char_key(c, False) for c in text]
     pieces: list[tuple[int, int, str]] = []
     i = 0
     while i < len(text):
@@ -197,7 +201,7 @@ def _pinyin_repair(norm: Normalized, targets: tuple[str, ...]) -> Normalized:
         if "\u4e00" <= text[i] <= "\u9fff":
             for n in lengths:
                 if i + n <= len(text):
-                    t = index.get(tuple(keys[i : i + n]))
+                    t = index.get(tuple((strict_keys if n == 2 else fuzzy_keys)[i : i + n]))
                     if t is not None:
                         hit = (n, t)
                         break

@@ -19,10 +19,13 @@ VERSION = "rules-3"
 
 # A product named after one of these (or followed by the second) is a product enquiry.
 NEED_BEFORE = re.compile(r"(要|想要|需要|想了解|了解|介绍|看看|看下|看一下|考虑|找|有没有|有|问问|问一下|咨询|推荐|来个|搞个|弄个|整个|配个|上个|用|关于|想问|选|换|上)[一个台套款些点下的你们贵公司]*\S{0,6}$")
-NEED_AFTER = re.compile(r"^\S{0,4}?(有吗|有没有|有么|怎么样|咋样|好不好|是什么|是啥|介绍|了解|吗|呢|么|适合|合适|哪个好|能做|可以做|靠谱)")
+NEED_AFTER = re.compile(r"^(?:这块|这边|的话|方面|[,. ])?(有吗|有没有|有么|怎么样|咋样|好不好|是什么|是啥|介绍|了解|吗|呢|么|适合|合适|哪个好|能做|可以做|靠谱|能讲讲|讲讲|说说)")
+LATE_SUPPLEMENT = re.compile(r"^(还要|还需要|还得|也要|也需要|也得|再来|再加)")
 CONTENT_INTENTS = ("product_inquiry", "feature_inquiry", "integration_inquiry", "price_inquiry", "demo_request")
 FEATURE_CUE = re.compile(r"并发|配置|性能|功能|参数|规格|内存|硬盘|带宽|cpu|gpu|几核|安全|备份|稳定|扩容|部署|容灾|响应|速度|延迟|存储|兼容")
 CORRECTION = re.compile(r"不是(?P<old>.{1,12}?)[,，]?(?:而是|是|要的是|应该是)")
+LEADING_FILLER = re.compile(r"^(?:(?:呃+|嗯+|唉|哎|诶|额|啊|哦|噢|那个|这个这个|这个,|就是说?|我跟你说啊?|我说|你听我说|是这样的?|是这样啊)[,.!?~ ]*)+")
+STRONG_PRICE = re.compile(r"多少|报价|报个价|怎么(收|卖|算)|什么价|啥价|价位|贵不贵|收费|计费|年费|月费|花")
 BARE_NUMBER = re.compile(r"^[^\w]*(?:大概|大约|差不多|就|要|得|是|有|估计|至少)*(?P<n>[0-9.]+[kw万千]?|[零一二两三四五六七八九十百千万]+)(?:个|左右|吧|的样子|以上)?[^\w]*$")
 
 
@@ -57,10 +60,15 @@ class RuleUnderstander:
     # --- decision ---
     def decide(self, norm: Normalized, context: Sequence[str] = ()) -> Decision:
         text = norm.text
+        core_text = LEADING_FILLER.sub("", text) or text  # anchored cues see past 呃/我跟你说啊
         intents: dict[str, float] = {}
         for spec in self.taxonomy.intents:
-            if any(c.search(text) for c in spec.cues) and not any(u.search(text) for u in spec.unless):
+            if any(c.search(core_text) for c in spec.cues) and not any(u.search(core_text) for u in spec.unless):
                 intents[spec.name] = 1.0
+        if context and LATE_SUPPLEMENT.search(core_text):
+            intents["supplement_demand"] = 1.0  # 还要… only adds to something said before
+        if "price_objection" in intents and re.search(r"(报价|价格|价钱|价)(更|还|都)?(低|便宜)", text):
+            intents.pop("price_inquiry", None)
         found = extract(norm, self.lexicon, want_later="callback_request" in intents)
 
         # corrections: "不是1000，是2000并发" keeps only the new value
@@ -75,7 +83,8 @@ class RuleUnderstander:
             intents.pop("purchase_intent", None)
 
         kinds = {f.type for f in pos}
-        if kinds & {"feature", "concurrency"} or FEATURE_CUE.search(_without(text, neg)):
+        named = [f for f in found if f.type in ("product", "system", "competitor")]
+        if kinds & {"feature", "concurrency"} or FEATURE_CUE.search(_without(text, neg + named)):
             if not (neg and not kinds & {"feature", "concurrency"}):
                 intents["feature_inquiry"] = 1.0
         if "system" in kinds:
@@ -83,7 +92,7 @@ class RuleUnderstander:
         if "competitor" in kinds:
             intents["competitor_comparison"] = 1.0
         products = [f for f in pos if f.type == "product"]
-        if products and "product_inquiry" not in intents:
+        if products and "product_inquiry" not in intents and "purchase_intent" not in intents:
             for f in products:
                 if NEED_BEFORE.search(text[max(0, f.start - 10) : f.start]) or NEED_AFTER.search(text[f.end : f.end + 6]):
                     intents["product_inquiry"] = 1.0
@@ -92,9 +101,12 @@ class RuleUnderstander:
                 core = set(intents) - {"greeting", "affirm", "supplement_demand"}
                 if not core:
                     intents["product_inquiry"] = 0.8  # a product named on its own asks about it
-        if "integration_inquiry" in intents and "system" not in kinds and not re.search(r"api|接口|sdk|系统|软件|平台|对接|接入|集成|打通", text):
+        feats = [f for f in found if f.type in ("feature", "product")]
+        if "integration_inquiry" in intents and "system" not in kinds and not re.search(r"api|接口|sdk|系统|软件|平台|对接|接入|集成|打通", _without(text, feats)):
             intents.pop("integration_inquiry")  # 兼容/同步 alone, with nothing to connect to
-        if "price_objection" in intents and "price_inquiry" in intents and re.search(r"便宜多少|优惠多少|打几折|折扣多少", text):
+        if "price_objection" in intents and "price_inquiry" in intents and (
+            re.search(r"便宜多少|优惠多少|打几折|折扣多少", text) or not STRONG_PRICE.search(text)
+        ):
             intents.pop("price_inquiry")
         if "ask_if_robot" in intents and "request_human" in intents and not re.search(r"(转|找|换|叫|要|让|请)(个|一个)?(人工|真人|活人|经理|客服)", text):
             intents.pop("request_human")
