@@ -23,8 +23,7 @@ def _dst(settings: Settings) -> Stage:
     from agent.dialogue import load_playbook
     from agent.stages.dst import DstStage
 
-    pb = load_playbook(settings.playbook)
-    return DstStage(playbook_version=f"{pb.name}@{pb.version}")
+    return DstStage(load_playbook(settings.playbook))
 
 
 def _policy(settings: Settings) -> Stage:

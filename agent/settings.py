@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     )
     playbook: str = Field(default="cloud_saas", description="playbook name (data/playbooks/NAME.yaml) or path")
     nlu_model: str | None = Field(default=None, description="directory of a trained NLU model; none = rules")
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to phrase replies; none = templates"
+    )
+    llm_model: str = Field(default="qwen2.5-1.5b-instruct", description="model name sent to the LLM endpoint")
+    llm_timeout_s: float = Field(default=1.5, gt=0, description="LLM phrasing timeout; the template is used after it")
+    llm_api_key: str | None = Field(default=None, description="bearer token for the LLM endpoint, if it needs one")
     log_level: str = "INFO"
     log_format: str = Field(default="console", description="'json' or 'console'")
     metrics_port: int | None = Field(default=None, description="serve Prometheus metrics on this port")
