@@ -30,7 +30,10 @@ def _policy(settings: Settings) -> Stage:
     from agent.dialogue import load_playbook
     from agent.stages.policy import PolicyStage
 
-    return PolicyStage(load_playbook(settings.playbook))
+    from agent.dialogue.llm import make_phraser
+
+    phraser = make_phraser(settings.llm_base_url, settings.llm_model, settings.llm_timeout_s, settings.llm_api_key)
+    return PolicyStage(load_playbook(settings.playbook), phraser=phraser)
 
 
 STAGE_FACTORIES: dict[str, Callable[[Settings], Stage]] = {
