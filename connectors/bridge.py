@@ -47,6 +47,7 @@ class CallTap:
     call_id: str
     sink: MediaSink
     cancelled_replies: set[str] = field(default_factory=set)
+    agent_ended: bool = False  # the agent ended the call: do not announce the end again
     frames_out: int = 0
     frames_in: int = 0
     barge_ins: int = 0
@@ -103,7 +104,8 @@ class BusBridge:
         await self.bus.publish_many(items)
 
     async def call_ended(self, call_id: str, reason: str, outcome: str | None = None) -> None:
-        if self.calls.pop(call_id, None) is None:
+        tap = self.calls.pop(call_id, None)
+        if tap is None or tap.agent_ended:
             return
         await self.bus.publish_event(
             topics.CONTROL, ev.CallEnded(call_id=call_id, stage=self.stage, reason=reason, outcome=outcome)
@@ -118,6 +120,9 @@ class BusBridge:
         try:
             while not self._stop.is_set():
                 records = await consumer.getmany(timeout_ms=50, max_records=500)
+                # Two topics arrive as two streams: put them back in production order, so that
+                # a reply's last frames are queued before the agent's hang-up is acted on.
+                records.sort(key=lambda r: r.timestamp)
                 for rec in records:
                     if rec.key not in self.calls:
                         continue  # another connector's call (or an ended one)
@@ -147,9 +152,9 @@ class BusBridge:
             dropped = tap.sink.flush()
             log.info("barge-in: bot audio stopped", call_id=event.call_id, dropped_frames=dropped)
         elif isinstance(event, ev.CallEnded) and event.stage != self.stage:
-            # The agent ended the call (e.g. the bot said goodbye).  Forget it first so that the
-            # connector's own hang-up path does not announce the end a second time.
-            self.calls.pop(event.call_id, None)
+            # The agent ended the call (e.g. the bot said goodbye); the sink plays out what is
+            # queued, then hangs up.  Frames still arriving for the goodbye keep being queued.
+            tap.agent_ended = True
             await tap.sink.hangup(event.reason)
             if self.on_agent_hangup is not None:
                 await self.on_agent_hangup(event.call_id)

@@ -328,10 +328,18 @@ class SipAgent:
                 self._spawn(self._end(call, "max_duration", bye=True))
                 return
 
-    async def _bot_hangup(self, call: SipCall, reason: str) -> None:
-        await call.media.pacer.drain(timeout=30)
-        await asyncio.sleep(0.1)
-        await self._end(call, reason, bye=True, announce=False)
+    async def _bot_hangup(self, call: SipCall, reason: str, quiet_s: float = 0.3) -> None:
+        # Play out the goodbye, including frames TTS is still writing: hang up once the queue
+        # is empty and nothing new came for `quiet_s`.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline:
+            await call.media.pacer.drain(timeout=30)
+            queued = call.media.pacer.sent + call.media.pacer.pending
+            await asyncio.sleep(quiet_s)
+            if call.media.pacer.pending == 0 and call.media.pacer.sent + call.media.pacer.pending == queued:
+                break
+        await self._end(call, reason, bye=True)
 
     async def _end_by_sip_id(self, sip_call_id: str, reason: str, bye: bool = False) -> None:
         call = self.calls.get(sip_call_id)
