@@ -1,0 +1,257 @@
+"""Post-correction of ASR output with the domain lexicon: a window of the transcript that sounds
+like a lexicon term (pinyin similarity, tone-insensitive, common confusions forgiven) but is
+written differently is replaced by the term - 一地被分 -> 异地备份, 云服物器 -> 云服务器.
+
+The guard against over-correction, in order:
+- digits, numerals with units (一千, 两万), and exact lexicon terms already in the text are never
+  touched; nor are the taxonomy's cue words (不需要, 多少钱...);
+- a window that an ordinary word straddles (前|一天 for 迁移) is left alone;
+- a window that is itself an ordinary word (jieba's dictionary) is only rewritten when it sounds
+  exactly like the term (every syllable equal, tones aside) AND the utterance supports the domain
+  reading (another domain term or a number next to it);
+- two-syllable terms need every syllable to match (up to the listed confusions); longer terms
+  need a similarity >= `threshold` and may differ by one syllable in length.
+Every change is reported (`Change`) so a call log shows what the ear heard and what we read."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from agent.asrfix.lexicon import DomainLexicon, DomainTerm
+from agent.asrfix.pinyin import (
+    FUZZY,
+    Syllable,
+    _fuzzy,
+    char_syllable,
+    sequence_similarity,
+    syllable_similarity,
+    text_syllables,
+)
+from agent.asrfix.wordlist import common_words
+
+# Numbers are the NLU's business (一千并发 -> 1000) and a corrected digit is a wrong quote.
+_NUMBER = re.compile(r"[0-9０-９][0-9０-９.,%％]*|[零一二两三四五六七八九十百千万亿]*[十百千万亿][零一二两三四五六七八九十百千万亿]*"
+                     r"|[零一二两三四五六七八九]{3,}")
+_CJK = re.compile(r"[\u4e00-\u9fff]+")
+STRADDLE_MIN_FREQ = 100  # an ordinary word this common straddling the window vetoes a change
+WORD_MIN_FREQ = 20  # rarer dictionary entries (萨斯) are more likely a mis-hearing than a word
+# Two-syllable terms that are everyday words (价格, 安全, 试用) have everyday homophones (使用);
+# they are kept as exact terms but never written by the corrector.
+GENERIC_FREQ = 500
+# Function characters: a short window holding one is usually grammar, not a mis-heard term
+# (是用 is 是+用, not 试用).
+_FUNCTION_CHARS = set("的是了在有我你他她它们这那就也都和与吗呢吧啊嘛么个不没要")
+
+
+@dataclass(frozen=True)
+class Change:
+    start: int  # in the input text
+    end: int
+    before: str
+    after: str
+    kind: str
+    term_id: str
+    score: float
+    note: str = ""  # why the guard let it through when the window was an ordinary word
+
+    def as_dict(self) -> dict:
+        return {"start": self.start, "end": self.end, "before": self.before, "after": self.after,
+                "kind": self.kind, "id": self.term_id, "score": round(self.score, 3), "note": self.note}
+
+
+@dataclass(frozen=True)
+class Correction:
+    text: str
+    original: str
+    changes: tuple[Change, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    start: int
+    end: int
+    term: DomainTerm
+    score: float
+    note: str
+
+
+def _key(s: Syllable) -> tuple[str, str]:
+    return _fuzzy(s)
+
+
+@lru_cache(maxsize=8192)
+def _window_sounds(window: str) -> tuple[Syllable, ...] | None:
+    return text_syllables(window)
+
+
+class Corrector:
+    """Pinyin-similarity post-correction against one domain lexicon (pure; thread-safe)."""
+
+    def __init__(self, lexicon: DomainLexicon, *, threshold: float = 0.8, use_wordlist: bool = True) -> None:
+        self.lexicon = lexicon
+        self.threshold = threshold
+        self.words = common_words() if use_wordlist else {}
+        self._surfaces = sorted({t.text.lower() for t in lexicon.terms}, key=len, reverse=True)
+        self._protect_words = sorted(lexicon.known_words, key=len, reverse=True)
+        # Index: fuzzy key of a syllable -> terms containing it (cheap pre-filter).
+        self._by_key: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self._targets = [t for t in lexicon.targets() if t.sounds
+                         and not (len(t.text) == 2 and self.words.get(t.text, 0) >= GENERIC_FREQ)]
+        for i, t in enumerate(self._targets):
+            for sound in t.sounds:
+                for s in sound:
+                    self._by_key[_key(s)].add(i)
+
+    # --- public ---------------------------------------------------------------------------
+
+    def correct(self, text: str) -> Correction:
+        if not text or not _CJK.search(text):
+            return Correction(text, text)
+        protected = self._protected(text)
+        exact_terms = self._exact_term_spans(text)
+        candidates: list[_Candidate] = []
+        for run in _CJK.finditer(text):
+            candidates.extend(self._candidates(text, run.start(), run.end(), protected, exact_terms))
+        chosen: list[_Candidate] = []
+        taken = [False] * len(text)
+        for c in sorted(candidates, key=lambda c: (-c.score, -len(c.term.text), c.start)):
+            if any(taken[c.start:c.end]):
+                continue
+            chosen.append(c)
+            for i in range(c.start, c.end):
+                taken[i] = True
+        out = text
+        changes = []
+        for c in sorted(chosen, key=lambda c: c.start, reverse=True):
+            out = out[: c.start] + c.term.text + out[c.end:]
+            changes.append(Change(c.start, c.end, text[c.start:c.end], c.term.text, c.term.kind, c.term.id,
+                                  c.score, c.note))
+        return Correction(out, text, tuple(sorted(changes, key=lambda ch: ch.start)))
+
+    # --- guard ----------------------------------------------------------------------------
+
+    def _exact_term_spans(self, text: str) -> list[tuple[int, int]]:
+        low = text.lower()
+        spans: list[tuple[int, int]] = []
+        taken = [False] * len(text)
+        for s in self._surfaces:
+            start = low.find(s)
+            while start >= 0:
+                if not any(taken[start:start + len(s)]):
+                    spans.append((start, start + len(s)))
+                    for i in range(start, start + len(s)):
+                        taken[i] = True
+                start = low.find(s, start + 1)
+        return spans
+
+    def _protected(self, text: str) -> list[bool]:
+        prot = [False] * len(text)
+        for m in _NUMBER.finditer(text):
+            for i in range(m.start(), m.end()):
+                prot[i] = True
+        for w in self._protect_words:
+            start = text.find(w)
+            while start >= 0:
+                for i in range(start, start + len(w)):
+                    prot[i] = True
+                start = text.find(w, start + 1)
+        return prot
+
+    def _is_word(self, w: str) -> bool:
+        return self.words.get(w, 0) >= WORD_MIN_FREQ or w in self.lexicon.known_words
+
+    def _inside_word(self, text: str, a: int, b: int) -> bool:
+        """Is text[a:b] part of a longer ordinary word here (服务期|限)?"""
+        for i in range(max(0, a - 2), a + 1):
+            for j in range(b, min(len(text), b + 2) + 1):
+                if (i, j) != (a, b) and self._is_word(text[i:j]):
+                    return True
+        return False
+
+    def _straddled(self, text: str, a: int, b: int) -> bool:
+        """Does a common word cross the window's edge (前|一天 when the window is 前一)?"""
+        for edge in (a, b):
+            for i in range(max(0, edge - 3), edge):
+                for j in range(edge + 1, min(len(text), edge + 3) + 1):
+                    if (i < a or j > b) and not (i <= a and j >= b) and self.words.get(text[i:j], 0) >= STRADDLE_MIN_FREQ:
+                        return True
+        return False
+
+    def _context_supports(self, text: str, a: int, b: int, exact_terms: list[tuple[int, int]]) -> str:
+        if any((e <= a or s >= b) for s, e in exact_terms):
+            return "domain term in utterance"
+        near = text[max(0, a - 4):a] + text[b:b + 4]
+        if _NUMBER.search(near) and re.search(r"[0-9十百千万]", near):
+            return "number next to it"
+        return ""
+
+    # --- search ---------------------------------------------------------------------------
+
+    def _candidates(self, text: str, lo: int, hi: int, protected: list[bool],
+                    exact_terms: list[tuple[int, int]]) -> list[_Candidate]:
+        keys = [(_key(s) if (s := char_syllable(c)) else None) for c in text[lo:hi]]
+        present = {k for k in keys if k}
+        hits: dict[int, int] = defaultdict(int)
+        for k in present:
+            for ti in self._by_key.get(k, ()):
+                hits[ti] += 1
+        out: list[_Candidate] = []
+        for ti, n in hits.items():
+            term = self._targets[ti]
+            for sound in term.sounds:
+                L = len(sound)
+                if n < max(1, min(L, len(set(map(_key, sound)))) - 1):
+                    continue
+                lengths = (L,) if L <= 2 else (L - 1, L, L + 1)
+                for wl in lengths:
+                    for a in range(lo, hi - wl + 1):
+                        b = a + wl
+                        cand = self._judge(text, a, b, term, sound, protected, exact_terms)
+                        if cand:
+                            out.append(cand)
+        return out
+
+    def _judge(self, text: str, a: int, b: int, term: DomainTerm, sound: tuple[Syllable, ...],
+               protected: list[bool], exact_terms: list[tuple[int, int]]) -> _Candidate | None:
+        window = text[a:b]
+        if window == term.text or any(protected[a:b]):
+            return None
+        # A term already written right is kept; a window may only grow it into a longer term
+        # that contains it (以地容灾 -> 异地容灾), and then only on a near-exact sound.
+        extends = False
+        for s, e in exact_terms:
+            if e <= a or s >= b:
+                continue
+            if s < a or e > b or text[s:e].lower() not in term.text.lower():
+                return None
+            extends = True
+        heard = _window_sounds(window)
+        if heard is None:
+            return None
+        if len(sound) <= 2 or term.kind == "spelled":
+            if len(heard) != len(sound) or any(syllable_similarity(x, y) < FUZZY for x, y in zip(heard, sound)):
+                return None
+            score = sum(syllable_similarity(x, y) for x, y in zip(heard, sound)) / len(sound)
+        else:
+            # The ends anchor a long term: a window whose first and last syllables both miss is
+            # a different phrase that happens to share a middle.
+            if syllable_similarity(heard[0], sound[0]) < FUZZY and syllable_similarity(heard[-1], sound[-1]) < FUZZY:
+                return None
+            score = sequence_similarity(heard, sound)
+            if score < (0.95 if extends else self.threshold):
+                return None
+        if self._straddled(text, a, b):
+            return None
+        note = ""
+        short_grammar = len(window) <= 2 and any(c in _FUNCTION_CHARS for c in window)
+        if short_grammar or self._is_word(window) or self._inside_word(text, a, b):
+            exact = len(heard) == len(sound) and all(x.text == y.text for x, y in zip(heard, sound))
+            if term.kind == "spelled" or not exact:
+                return None
+            note = self._context_supports(text, a, b, exact_terms)
+            if not note:
+                return None
+        return _Candidate(a, b, term, score, note)
