@@ -9,7 +9,9 @@ from agent.cli.app import app
 
 _COMMAND_MODULES = (
     "agent.cli.core",
+    "agent.cli.console_cmds",
     "agent.cli.nlu_cmds",
+    "agent.cli.dialogue_cmds",
 )
 
 

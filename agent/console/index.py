@@ -1,0 +1,340 @@
+"""A summary table of every call, kept in the console store, so that the calls list can filter,
+sort and page 10 000s of calls with one SQL query instead of decoding each call's events.
+
+The index follows the log: it remembers the last offset it read on each topic partition, and
+on every sync re-summarises only the calls that got new rows since (a live call is re-indexed
+as its turns arrive)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import events as ev
+from agent import topics
+from agent.calllog import BadRow, CallLog, build_turns
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS call_index (
+    call_id TEXT PRIMARY KEY, started_at REAL, ended_at REAL, direction TEXT, mode TEXT,
+    campaign TEXT, caller TEXT, outcome TEXT, end_reason TEXT, turns INTEGER NOT NULL,
+    dialects TEXT NOT NULL, transcript TEXT NOT NULL, latency TEXT NOT NULL,
+    dead_letters INTEGER NOT NULL, bad_rows INTEGER NOT NULL, completed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS call_index_started ON call_index (started_at);
+CREATE TABLE IF NOT EXISTS call_intents (
+    call_id TEXT NOT NULL, intent TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (call_id, intent)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS call_intents_by_intent ON call_intents (intent, call_id);
+CREATE TABLE IF NOT EXISTS turn_latency (
+    call_id TEXT NOT NULL, started_at REAL, turn INTEGER NOT NULL, stage TEXT NOT NULL, ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS turn_latency_by_call ON turn_latency (call_id);
+CREATE TABLE IF NOT EXISTS index_marks (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
+"""
+
+#: end reasons that count as a call that ran to its natural end
+COMPLETED_REASONS = ("hangup", "bot_ended", "completed")
+
+_INDEX_TOPICS = (
+    topics.CONTROL, topics.TRANSCRIPTS, topics.NLU, topics.DIALOGUE, topics.REPLIES, topics.DEAD_LETTERS,
+)
+
+SORTS = {
+    "started": "started_at",
+    "turns": "turns",
+    "duration": "(COALESCE(ended_at, started_at) - started_at)",
+    "campaign": "campaign",
+    "outcome": "outcome",
+}
+
+
+@dataclass
+class IndexedCall:
+    call_id: str
+    started_at: float | None
+    ended_at: float | None
+    direction: str | None
+    mode: str | None
+    campaign: str | None
+    caller: str | None
+    outcome: str | None
+    end_reason: str | None
+    turns: int
+    dialects: str
+    transcript: str
+    latency: dict[str, float]
+    dead_letters: int
+    bad_rows: int
+    completed: bool
+    intents: list[str] = field(default_factory=list)
+    flagged: bool = False
+
+
+@dataclass
+class CallFilter:
+    since: float | None = None
+    until: float | None = None
+    campaign: str | None = None
+    outcome: str | None = None
+    intent: str | None = None
+    dialect: str | None = None
+    flagged: bool = False
+    compliance: bool = False
+    latency_stage: str | None = None
+    latency_over_ms: float | None = None
+    text: str | None = None
+    sort: str = "started"
+    descending: bool = True
+
+
+def summarise_call(call_id: str, events: list[Any]) -> tuple[IndexedCall, Counter[str], list[tuple[int, str, float]]]:
+    """Pure: one call's index row, intent counts and per-turn latencies from its events."""
+    row = IndexedCall(call_id, None, None, None, None, None, None, None, None, 0, "", "", {}, 0, 0, False)
+    texts: list[str] = []
+    dialects: set[str] = set()
+    intents: Counter[str] = Counter()
+    for e in events:
+        if isinstance(e, BadRow):
+            row.bad_rows += 1
+        elif isinstance(e, ev.CallStarted):
+            row.started_at, row.direction, row.mode = e.ts_wall, e.direction, e.mode
+            row.campaign, row.caller = e.campaign, e.caller
+            if d := e.metadata.get("dialect"):
+                dialects.add(str(d))
+        elif isinstance(e, ev.CallEnded):
+            row.ended_at, row.end_reason = e.ts_wall, e.reason
+            row.outcome = e.outcome or row.outcome
+        elif isinstance(e, ev.BotReply):
+            row.turns = max(row.turns, e.turn)
+            if row.ended_at is None or not row.outcome:
+                row.outcome = e.action
+        elif isinstance(e, ev.TranscriptFinal):
+            texts.append(e.text)
+            if e.language:
+                dialects.add(e.language)
+        elif isinstance(e, ev.NluResult):
+            intents.update(i.name for i in e.intents)
+        elif isinstance(e, ev.DeadLetter):
+            row.dead_letters += 1
+    latencies: list[tuple[int, str, float]] = []
+    for t in build_turns(events):
+        for stage, ms in t.latency_ms.items():
+            latencies.append((t.turn, stage, ms))
+            row.latency[stage] = max(row.latency.get(stage, 0.0), ms)
+    row.transcript = "\n".join(texts)
+    row.dialects = " ".join(sorted(dialects))
+    row.completed = row.end_reason in COMPLETED_REASONS
+    row.intents = sorted(intents)
+    return row, intents, latencies
+
+
+class CallIndex:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.executescript(_SCHEMA)
+
+    # --- following the log -------------------------------------------------------------
+
+    def sync(self, log: CallLog) -> int:
+        """Index what the log got since the last sync; returns how many calls were (re)indexed."""
+        marks = {(t, p): o for t, p, o in self.db.execute("SELECT topic, partition, offset FROM index_marks")}
+        parts_row = log.db.execute("SELECT value FROM meta WHERE name='partitions'").fetchone()
+        partitions = int(parts_row[0]) if parts_row else 4
+        changed: set[str] = set()
+        new_marks: dict[tuple[str, int], int] = {}
+        for topic in topics.ALL:
+            for part in range(partitions):
+                (top,) = log.db.execute(
+                    "SELECT MAX(offset) FROM log WHERE topic=? AND partition=?", (topic, part)
+                ).fetchone()
+                seen = marks.get((topic, part), -1)
+                if top is None or top <= seen:
+                    continue
+                changed.update(
+                    k
+                    for (k,) in log.db.execute(
+                        "SELECT DISTINCT key FROM log WHERE topic=? AND partition=? AND offset>? AND offset<=?",
+                        (topic, part, seen, top),
+                    )
+                )
+                new_marks[(topic, part)] = top
+        if not changed:
+            return 0
+        with self.db:
+            for call_id in changed:
+                self._reindex(log, call_id)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO index_marks VALUES (?,?,?)", [(t, p, o) for (t, p), o in new_marks.items()]
+            )
+        return len(changed)
+
+    def _reindex(self, log: CallLog, call_id: str) -> None:
+        row, intents, latencies = summarise_call(call_id, log.events(call_id, only=_INDEX_TOPICS, with_bad=True))
+        self.db.execute("DELETE FROM call_intents WHERE call_id=?", (call_id,))
+        self.db.execute("DELETE FROM turn_latency WHERE call_id=?", (call_id,))
+        if row.started_at is None and not row.turns and not row.transcript and not row.dead_letters:
+            # Audio frames of a call whose control events have not arrived yet: nothing to list.
+            self.db.execute("DELETE FROM call_index WHERE call_id=?", (call_id,))
+            return
+        self.db.execute(
+            "INSERT OR REPLACE INTO call_index VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                row.call_id, row.started_at, row.ended_at, row.direction, row.mode, row.campaign, row.caller,
+                row.outcome, row.end_reason, row.turns, row.dialects, row.transcript, json.dumps(row.latency),
+                row.dead_letters, row.bad_rows, int(row.completed),
+            ),
+        )
+        self.db.executemany("INSERT INTO call_intents VALUES (?,?,?)", [(call_id, k, v) for k, v in intents.items()])
+        self.db.executemany(
+            "INSERT INTO turn_latency VALUES (?,?,?,?,?)", [(call_id, row.started_at, t, s, ms) for t, s, ms in latencies]
+        )
+
+    # --- reading -----------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM call_index").fetchone()[0])
+
+    def page(self, f: CallFilter, limit: int, offset: int) -> tuple[list[IndexedCall], int]:
+        where, args = _where(f)
+        (total,) = self.db.execute(f"SELECT COUNT(*) FROM call_index c {where}", args).fetchone()
+        order = SORTS.get(f.sort, "started_at")
+        direction = "DESC" if f.descending else "ASC"
+        rows = self.db.execute(
+            f"SELECT c.*, EXISTS(SELECT 1 FROM labels l WHERE l.call_id=c.call_id AND l.flagged=1)"
+            f" FROM call_index c {where} ORDER BY {order} {direction} NULLS LAST, call_id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+        out = [_row(r) for r in rows]
+        if out:
+            marks = ",".join("?" * len(out))
+            intents: dict[str, list[str]] = {}
+            for cid, name in self.db.execute(
+                f"SELECT call_id, intent FROM call_intents WHERE call_id IN ({marks}) ORDER BY n DESC, intent",
+                [c.call_id for c in out],
+            ):
+                intents.setdefault(cid, []).append(name)
+            for c in out:
+                c.intents = intents.get(c.call_id, [])
+        return out, int(total)
+
+    def get(self, call_id: str) -> IndexedCall | None:
+        r = self.db.execute(
+            "SELECT c.*, EXISTS(SELECT 1 FROM labels l WHERE l.call_id=c.call_id AND l.flagged=1)"
+            " FROM call_index c WHERE call_id=?",
+            (call_id,),
+        ).fetchone()
+        return _row(r) if r else None
+
+    def choices(self) -> dict[str, list[str]]:
+        """Values seen in the log, for the filter drop-downs."""
+        def col(sql: str) -> list[str]:
+            return [r[0] for r in self.db.execute(sql) if r[0]]
+
+        dialects: set[str] = set()
+        for (d,) in self.db.execute("SELECT DISTINCT dialects FROM call_index"):
+            dialects.update(d.split())
+        return {
+            "campaign": col("SELECT DISTINCT campaign FROM call_index ORDER BY campaign"),
+            "outcome": col("SELECT DISTINCT outcome FROM call_index ORDER BY outcome"),
+            "intent": col("SELECT DISTINCT intent FROM call_intents ORDER BY intent"),
+            "dialect": sorted(dialects),
+            "stage": col("SELECT DISTINCT stage FROM turn_latency ORDER BY stage"),
+        }
+
+    # --- dashboard ---------------------------------------------------------------------
+
+    def stats(self, f: CallFilter) -> dict[str, Any]:
+        where, args = _where(f)
+        (total, completed, dead) = self.db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(completed),0), COALESCE(SUM(dead_letters),0) FROM call_index c {where}", args
+        ).fetchone()
+        outcomes = self.db.execute(
+            f"SELECT COALESCE(outcome,'(none)'), COUNT(*) FROM call_index c {where} GROUP BY 1 ORDER BY 2 DESC", args
+        ).fetchall()
+        intents = self.db.execute(
+            f"SELECT i.intent, SUM(i.n) FROM call_intents i JOIN call_index c ON c.call_id=i.call_id {where}"
+            " GROUP BY 1 ORDER BY 2 DESC LIMIT 15",
+            args,
+        ).fetchall()
+        span = self.db.execute(f"SELECT MIN(started_at), MAX(started_at) FROM call_index c {where}", args).fetchone()
+        bucket = 86400.0 if span[0] is not None and span[1] - span[0] > 3 * 86400 else 3600.0
+        lat: dict[tuple[float, str], list[float]] = {}
+        for start, stage, ms in self.db.execute(
+            f"SELECT t.started_at, t.stage, t.ms FROM turn_latency t JOIN call_index c ON c.call_id=t.call_id {where}",
+            args,
+        ):
+            if start is not None:
+                lat.setdefault((start - start % bucket, stage), []).append(ms)
+        latency = [
+            {"bucket": b, "stage": s, "p50": _pct(v, 50), "p95": _pct(v, 95), "n": len(v)}
+            for (b, s), v in sorted(lat.items())
+        ]
+        dead_over_time = self.db.execute(
+            f"SELECT started_at - (started_at % ?), SUM(dead_letters) FROM call_index c {where}"
+            " GROUP BY 1 ORDER BY 1",
+            [bucket, *args],
+        ).fetchall()
+        return {
+            "total": int(total),
+            "completed": int(completed),
+            "completion_rate": (completed / total) if total else None,
+            "dead_letters": int(dead),
+            "outcomes": outcomes,
+            "intents": intents,
+            "latency": latency,
+            "bucket_s": bucket,
+            "dead_over_time": [(b, n) for b, n in dead_over_time if b is not None],
+        }
+
+
+def _pct(values: list[float], p: int) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+
+
+def _row(r: tuple[Any, ...]) -> IndexedCall:
+    return IndexedCall(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], json.loads(r[12]),
+        r[13], r[14], bool(r[15]), flagged=bool(r[16]),
+    )
+
+
+def _where(f: CallFilter) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    args: list[Any] = []
+    if f.since is not None:
+        parts.append("c.started_at >= ?")
+        args.append(f.since)
+    if f.until is not None:
+        parts.append("c.started_at < ?")
+        args.append(f.until)
+    for col in ("campaign", "outcome"):
+        value = getattr(f, col)
+        if value:
+            parts.append(f"c.{col} = ?")
+            args.append(value)
+    if f.intent:
+        parts.append("c.call_id IN (SELECT call_id FROM call_intents WHERE intent = ?)")
+        args.append(f.intent)
+    if f.dialect:
+        parts.append("(' ' || c.dialects || ' ') LIKE ?")
+        args.append(f"% {f.dialect} %")
+    if f.flagged:
+        parts.append("c.call_id IN (SELECT call_id FROM labels WHERE flagged = 1)")
+    if f.compliance:
+        parts.append("c.call_id IN (SELECT call_id FROM labels WHERE compliance = 1)")
+    if f.latency_stage and f.latency_over_ms is not None:
+        parts.append("CAST(json_extract(c.latency, ?) AS REAL) > ?")
+        args += [f"$.{f.latency_stage}", f.latency_over_ms]
+    if f.text:
+        parts.append("instr(c.transcript, ?) > 0")
+        args.append(f.text)
+    return ("WHERE " + " AND ".join(parts)) if parts else "", args
