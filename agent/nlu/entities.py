@@ -40,6 +40,7 @@ TERM_WORDS = {"包年": 12, "年付": 12, "按年": 12, "包月": 1, "月付": 1
 QUANTITY_UNITS = r"(?:台|套|个账号|个账户|个用户|个人用|个人使用|个坐席|个节点|个实例|个门店|个工厂|个车间|个站点|个设备|个license|个授权|个服务器|个子账号|个工位|个终端|个客户端|个分公司|条产线|条生产线|账号|账户|用户|坐席|节点|实例|门店|工厂|车间|站点|终端|license|授权|路摄像头|路视频|人用|人使用|个员工|员工|名员工|号人|人的团队|人团队|人的公司|人公司|个人)"
 QUANTITY_RE = re.compile(rf"{_N}{_APPROX}\s*{QUANTITY_UNITS}(?!同时|并发|在线)")
 
+PHONE_RUN = re.compile(r"(?<![\d.])\d[\d -]{9,16}\d(?![\d.])")
 PHONE_RE = re.compile(r"(?<!\d)(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})(?!\d)")
 CN_DIGIT = {"零": "0", "〇": "0", "幺": "1", "一": "1", "二": "2", "两": "2", "三": "3", "四": "4", "五": "5",
             "六": "6", "七": "7", "八": "8", "九": "9"}
@@ -160,8 +161,10 @@ def extract(norm: Normalized, lexicon: Lexicon, want_later: bool = False) -> lis
         taken.append((f.start, f.end))
 
     # phone first: its digits must not become quantities
-    for m in PHONE_RE.finditer(text):
-        add(Found("phone", m.group(1).replace("-", ""), m.start(), m.end()))
+    for m in PHONE_RUN.finditer(text):  # 138 0013 8000 / 021-1234 5678
+        digits = re.sub(r"[ -]", "", m.group(0))
+        if PHONE_RE.fullmatch(digits):
+            add(Found("phone", digits.replace("-", ""), m.start(), m.end()))
     for m in CN_PHONE_RE.finditer(text):
         if not _overlaps(taken, m.start(), m.end()):
             digits = "".join(CN_DIGIT.get(c, c) for c in m.group(0))

@@ -1,0 +1,141 @@
+"""The rule + lexicon understander, told as what callers say."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.nlu import load_understander
+from agent.nlu.numbers import parse_number
+from agent.nlu.rules import RuleUnderstander
+
+
+@pytest.fixture(scope="module")
+def nlu() -> RuleUnderstander:
+    return RuleUnderstander()
+
+
+def intents(out) -> set[str]:
+    return {i.name for i in out.intents}
+
+
+def ents(out) -> set[tuple[str, object]]:
+    return {(e.type, e.value) for e in out.entities}
+
+
+def test_the_composite_request_from_the_issue_yields_all_three_needs(nlu):
+    text = "我要性价比高的云服务器，还要支持异地备份，最好能对接我现有的ERP系统"
+    out = nlu.understand(text)
+    assert intents(out) == {"product_inquiry", "feature_inquiry", "integration_inquiry"}
+    assert ents(out) == {("product", "cloud_server"), ("feature", "offsite_backup"), ("system", "ERP")}
+    by_type = {e.type: e for e in out.entities}
+    assert text[by_type["feature"].start : by_type["feature"].end] == "异地备份"
+    assert out.decided_by == "rule"
+
+
+@pytest.mark.parametrize(
+    ("spoken", "value"),
+    [("一千", 1000), ("两万", 20000), ("三千五", 3500), ("1.5万", 15000), ("一万二", 12000), ("2k", 2000), ("十五", 15)],
+)
+def test_spoken_numbers_are_normalised(spoken, value):
+    assert parse_number(spoken) == value
+
+
+def test_a_caller_states_concurrency_budget_and_term_in_one_breath(nlu):
+    out = nlu.understand("我要一千并发预算两万块一年")
+    assert {("concurrency", 1000), ("budget", 20000), ("term", 12)} <= ents(out)
+    assert "feature_inquiry" in intents(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("云服务器几多钱啊", "price_inquiry"),  # Cantonese
+        ("搿个多少钞票", "price_inquiry"),  # Wu
+        ("唔该睇下有冇试用", "demo_request"),
+        ("阿拉覅再打电话了", "do_not_call"),
+        ("你系咪机械人", "ask_if_robot"),
+        ("你们服务器多钱", "price_inquiry"),  # north-eastern
+    ],
+)
+def test_dialect_words_reach_the_mandarin_intent(nlu, text, expected):
+    assert expected in intents(nlu.understand(text))
+
+
+def test_asr_homophones_and_missing_punctuation_are_repaired(nlu):
+    out = nlu.understand("运服务器能扛住两千病发吗一地被份有没有")
+    assert {("product", "cloud_server"), ("concurrency", 2000), ("feature", "offsite_backup")} <= ents(out)
+    assert "feature_inquiry" in intents(out)
+
+
+def test_code_mixed_terms(nlu):
+    out = nlu.understand("你们的SaaS能支持1000并发吗，CPU几核的，能接CRM吗")
+    assert {("product", "saas"), ("concurrency", 1000), ("feature", "cpu"), ("system", "CRM")} <= ents(out)
+    assert {"feature_inquiry", "integration_inquiry"} <= intents(out)
+
+
+def test_a_supplement_inherits_the_previous_need(nlu):
+    out = nlu.understand("那个也要", context=["有没有异地备份"])
+    assert intents(out) == {"supplement_demand", "feature_inquiry"}
+    out = nlu.understand("另外还要对接钉钉")
+    assert {"supplement_demand", "integration_inquiry"} <= intents(out)
+
+
+def test_negating_a_feature_is_a_deny_not_a_lost_customer(nlu):
+    out = nlu.understand("不要异地备份了")
+    assert "deny" in intents(out) and "not_interested" not in intents(out)
+    assert ("feature", "offsite_backup") in ents(out)
+
+
+def test_a_correction_keeps_only_the_new_value(nlu):
+    out = nlu.understand("不是1000，是2000并发")
+    assert ("concurrency", 2000) in ents(out) and ("concurrency", 1000) not in ents(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("别再给我打电话了，把我号码删了", {"do_not_call"}),
+        ("转人工", {"request_human"}),
+        ("你是真人还是机器人啊", {"ask_if_robot"}),
+        ("太贵了，能便宜点吗", {"price_objection"}),
+        ("阿里云比你们便宜", {"competitor_comparison", "price_objection"}),
+        ("不需要，谢谢", {"not_interested"}),
+        ("好的", {"affirm"}),
+        ("不对", {"deny"}),
+        ("喂，你好", {"greeting"}),
+        ("今天天气不错", {"other"}),
+    ],
+)
+def test_single_intents(nlu, text, expected):
+    assert intents(nlu.understand(text)) == expected
+
+
+def test_callback_time_is_normalised(nlu):
+    out = nlu.understand("明天下午三点再打给我吧")
+    assert "callback_request" in intents(out)
+    assert ("callback_time", "tomorrow 15:00") in ents(out)
+
+
+def test_phone_numbers_stay_digits(nlu):
+    assert ("phone", "13800138000") in ents(nlu.understand("我手机是138 0013 8000"))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "   ", "🙂🙂🙂👍", "？？？！！！。。。", "并发" * 5000, "Hello我想了解SaaS, ok? 价格 how much", "\x00\u200b\ufeff", "ｅｒｐ１０００并发"],
+)
+def test_bad_input_gives_a_valid_result(nlu, bad):
+    out = nlu.understand(bad, context=["", "🙂"])
+    assert out.intents, "always at least one intent (other)"
+    for e in out.entities:
+        assert 0 <= e.start <= e.end <= len(bad)
+
+
+def test_non_text_is_a_clear_error(nlu):
+    with pytest.raises(TypeError):
+        nlu.understand(None)  # type: ignore[arg-type]
+
+
+def test_default_understander_is_the_rules():
+    und = load_understander(None)
+    assert und.understand("多少钱").decided_by == "rule"
