@@ -1,0 +1,215 @@
+"""A websocket server for cloud media streams (Twilio, Telnyx): one connection = one call.
+
+The provider connects when a call starts, streams the caller's mu-law in JSON, and plays what we
+send back.  Connections must authenticate before the upgrade (token in `?token=` or an
+`Authorization: Bearer` header, or, for Twilio, a valid `X-Twilio-Signature`); messages over
+`max_message_bytes` close the connection (1009), as does a message that breaks the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from agent.bus.base import Bus
+from connectors.bridge import BusBridge
+from connectors.pacer import FramePacer
+from connectors.websocket.protocols import PROVIDERS, ProtocolError, StreamEvent, twilio_signature
+
+log = structlog.get_logger("dianxiao.websocket")
+FRAME = 160  # 20 ms of 8 kHz mu-law
+
+
+@dataclass
+class MediaStreamConfig:
+    provider: str = "twilio"
+    host: str = "127.0.0.1"
+    port: int = 8765
+    #: shared secret a connection must present (?token= or Authorization: Bearer)
+    token: str | None = None
+    #: Twilio auth token: accept connections carrying a valid X-Twilio-Signature
+    twilio_auth_token: str | None = None
+    #: the public wss:// base URL the provider was given (Twilio signs the full URL)
+    public_url: str | None = None
+    max_message_bytes: int = 64 * 1024
+
+
+class _StreamSink:
+    """Bot audio for one stream: paced 20 ms media messages; barge-in flushes and sends clear."""
+
+    def __init__(self, ws: ServerConnection, provider: Any, stream_id: str) -> None:
+        self.ws, self.provider, self.stream_id = ws, provider, stream_id
+        self.out: asyncio.Queue[str] = asyncio.Queue()
+        self.pacer = FramePacer(lambda p: self.out.put_nowait(json.dumps(provider.media(stream_id, p))))
+        self.hangup_reason: str | None = None
+        self.writer = asyncio.create_task(self._write())
+        self.pacer.start()
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self.ws.send(await self.out.get())
+        except ConnectionClosed:
+            return
+
+    def enqueue(self, payload_pcmu: bytes) -> None:
+        self.pacer.enqueue(payload_pcmu)
+
+    def flush(self) -> int:
+        dropped = self.pacer.flush()
+        while not self.out.empty():  # media already handed to the writer but not yet sent
+            self.out.get_nowait()
+            dropped += 1
+        self.out.put_nowait(json.dumps(self.provider.clear(self.stream_id)))  # the provider drops its buffer
+        return dropped
+
+    async def hangup(self, reason: str) -> None:
+        self.hangup_reason = reason
+
+        async def close_after_playout() -> None:
+            await self.pacer.drain()
+            while not self.out.empty():
+                await asyncio.sleep(0.02)
+            await self.ws.close(1000, "call ended by agent")
+
+        asyncio.create_task(close_after_playout())
+
+    async def close(self) -> None:
+        await self.pacer.stop()
+        self.writer.cancel()
+        await asyncio.gather(self.writer, return_exceptions=True)
+
+
+class MediaStreamServer:
+    def __init__(self, bus: Bus, config: MediaStreamConfig | None = None) -> None:
+        self.config = config or MediaStreamConfig()
+        if self.config.provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {self.config.provider!r}; known: {', '.join(PROVIDERS)}")
+        if not self.config.token and not self.config.twilio_auth_token:
+            raise ValueError("a media stream server needs a token or a Twilio auth token: unauthenticated streams are refused")
+        self.provider = PROVIDERS[self.config.provider]
+        self.bridge = BusBridge(bus, f"ws-{self.provider.name}")
+        self._server: Server | None = None
+        self.rejected = 0
+        self.protocol_errors = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        sock = next(iter(self._server.sockets))
+        return sock.getsockname()[:2]
+
+    async def start(self) -> None:
+        await self.bridge.start()
+        self._server = await serve(
+            self._handle, self.config.host, self.config.port,
+            process_request=self._authenticate, max_size=self.config.max_message_bytes,
+        )
+        log.info("media stream server listening", provider=self.provider.name, address="%s:%d" % self.address)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        await self.bridge.stop()
+
+    async def __aenter__(self) -> "MediaStreamServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- authentication (before the upgrade) -------------------------------------------
+
+    def authorised(self, path: str, headers: Any) -> bool:
+        cfg = self.config
+        if cfg.token:
+            query = parse_qs(urlsplit(path).query)
+            offered = (query.get("token") or [""])[0]
+            bearer = headers.get("Authorization", "")
+            if bearer.startswith("Bearer "):
+                offered = offered or bearer[len("Bearer "):]
+            if offered and hmac.compare_digest(offered.encode(), cfg.token.encode()):
+                return True
+        if cfg.twilio_auth_token:
+            signature = headers.get("X-Twilio-Signature", "")
+            base = (cfg.public_url or f"ws://{cfg.host}:{cfg.port}").rstrip("/")
+            expected = twilio_signature(cfg.twilio_auth_token, base + path)
+            if signature and hmac.compare_digest(signature.encode(), expected.encode()):
+                return True
+        return False
+
+    def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.authorised(request.path, request.headers):
+            return None
+        self.rejected += 1
+        log.warning("media stream refused: not authenticated", path=urlsplit(request.path).path)
+        return connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
+
+    # --- one call ----------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        call_id: str | None = None
+        sink: _StreamSink | None = None
+        frame_index = 0
+        pending = bytearray()
+        reason = "stream_closed"
+        try:
+            async for raw in ws:
+                try:
+                    msg = json.loads(raw)
+                    if not isinstance(msg, dict):
+                        raise ProtocolError("a message must be a JSON object")
+                    event: StreamEvent = self.provider.parse(msg)
+                except (ValueError, ProtocolError) as exc:  # JSONDecodeError is a ValueError
+                    self.protocol_errors += 1
+                    log.warning("media stream protocol error", provider=self.provider.name, reason=str(exc)[:200])
+                    await ws.close(1007 if isinstance(exc, json.JSONDecodeError) else 1002, str(exc)[:100])
+                    reason = "protocol_error"
+                    break
+                if event.kind == "start" and call_id is None:
+                    stream_id = event.stream_id or uuid.uuid4().hex
+                    call_id = f"{self.provider.name}-{stream_id}"[:128]
+                    sink = _StreamSink(ws, self.provider, stream_id)
+                    await self.bridge.call_started(
+                        call_id, sink, direction="inbound", caller=event.metadata.get("from"),
+                        metadata={"provider": self.provider.name, "stream_id": stream_id,
+                                  "provider_call_id": event.call_ref, **event.metadata},
+                    )
+                elif event.kind == "media" and call_id is not None and event.track.startswith("inbound"):
+                    pending.extend(event.payload)
+                    frames = []
+                    while len(pending) >= FRAME:
+                        frames.append((frame_index, bytes(pending[:FRAME])))
+                        del pending[:FRAME]
+                        frame_index += 1
+                    await self.bridge.caller_audio(call_id, frames)
+                elif event.kind == "dtmf":
+                    log.info("DTMF", call_id=call_id, digit=event.name)
+                elif event.kind == "mark":
+                    log.debug("provider played up to mark", call_id=call_id, mark=event.name)
+                elif event.kind == "stop":
+                    reason = "caller_hangup"
+                    break
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == 1009 or (exc.sent is not None and exc.sent.code == 1009):
+                reason = "message_too_big"
+        finally:
+            if sink is not None:
+                if sink.hangup_reason is None:
+                    sink.pacer.flush()
+                await sink.close()
+            if call_id is not None:
+                await self.bridge.call_ended(call_id, reason)
