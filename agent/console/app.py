@@ -216,6 +216,7 @@ def create_app(console: Console) -> FastAPI:
             call=view,
             flags=FLAGS,
             stage_bar=charts.stage_bar,
+            stage_color=charts.stage_color,
             audit=console.store.audit_log(20, call_id) if user.can("admin") else [],
             stages=("nlu", "dst", "policy"),
             settings=console.settings,

@@ -67,6 +67,15 @@ def lines(
     return "".join(out)
 
 
+_STAGE_ORDER = ("vad", "asr", "nlu", "dst", "policy", "tts", "connector")
+
+
+def stage_color(stage: str) -> str:
+    """The same colour for a stage on every turn and every page."""
+    i = _STAGE_ORDER.index(stage) if stage in _STAGE_ORDER else len(_STAGE_ORDER) + sum(map(ord, stage))
+    return PALETTE[i % len(PALETTE)]
+
+
 def stage_bar(latency_ms: dict[str, float], scale_ms: float, width: int = 220) -> str:
     """One turn's per-stage latency as a stacked bar (same scale for every turn of a call)."""
     if not latency_ms:
@@ -74,10 +83,10 @@ def stage_bar(latency_ms: dict[str, float], scale_ms: float, width: int = 220) -
     scale_ms = scale_ms or 1
     x = 0.0
     out = [f'<svg class="latbar" viewBox="0 0 {width} 14" width="{width}" height="14">']
-    for i, (stage, ms) in enumerate(latency_ms.items()):
+    for stage, ms in latency_ms.items():
         w = max(1.0, width * ms / scale_ms)
         out.append(
-            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="14" fill="{PALETTE[i % len(PALETTE)]}">'
+            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="14" fill="{stage_color(stage)}">'
             f"<title>{escape(stage)} {ms:.1f} ms</title></rect>"
         )
         x += w
