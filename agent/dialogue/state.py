@@ -32,6 +32,8 @@ TASK_INTENTS = (
     "demo_request",
     "callback_request",
 )
+#: task intents that are goals of the call (a feature question usually serves one of them)
+GOAL_INTENTS = tuple(t for t in TASK_INTENTS if t != "feature_inquiry")
 SINGLE_SLOTS = ("product", "concurrency", "quantity", "budget", "term", "callback_time", "competitor", "region", "phone")
 LIST_SLOTS = {"feature": "features", "system": "systems"}
 NUMERIC_SLOTS = ("concurrency", "quantity", "budget", "term")
@@ -147,8 +149,14 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
             _update_single(s, etype, group, text, turn, conf, correction)
     _resolve_reference(s, text, entities, intents, turn)
 
-    # Intents: a supplement inherits the task under discussion; a digression leaves the stack.
+    # Intents: a supplement inherits the task under discussion; a digression leaves the stack;
+    # answering the bot's question ("SaaS的", "两千吧") carries on the goal that asked for it.
     tasks = [i for i in intents if i in TASK_INTENTS]
+    prior_goal = next((t for t in reversed(s.intent_stack) if t in GOAL_INTENTS), None)
+    answered = s.expecting is not None and any(e.type == s.expecting for e in entities)
+    if answered and prior_goal is not None and prior_goal not in tasks:
+        tasks = [t for t in tasks if t not in ("product_inquiry", "feature_inquiry")] + [prior_goal]
+        intents = intents + [prior_goal]
     if "supplement_demand" in intents and s.intent_stack:
         # "另外还要异地备份": the need is added to the task under way, which stays on top
         core = s.intent_stack[-1]
@@ -165,9 +173,13 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
     s.intent_stack = s.intent_stack[-STACK_LIMIT:]
     s.turn_intents = intents
     digression = [i for i in intents if i not in TASK_INTENTS and i != "other"]
-    s.active_intents = list(dict.fromkeys(tasks + digression)) if tasks else (
-        digression + s.intent_stack[-1:] if s.intent_stack else digression
-    )
+    # What the caller is after: this turn's intents; a turn that only answers, adds a detail or
+    # digresses keeps the goal it serves (the latest goal on the stack) active.
+    goal = next((t for t in reversed(s.intent_stack) if t in GOAL_INTENTS), None)
+    active = tasks + digression
+    if goal is not None and not any(t in GOAL_INTENTS for t in tasks) and goal not in active:
+        active = active + [goal]
+    s.active_intents = list(dict.fromkeys(active))
 
     # Signals about the caller.
     if "do_not_call" in intents:
@@ -362,13 +374,19 @@ def _context_entities(s: DialogueState, text: str, entities: list[Entity], inten
 def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> list[Entity]:
     """"不是4000，是8000" / "改成9000" with no unit: the number replaces the numeric slot it
     corrects (the one holding the 不是 value, else the one set most recently)."""
-    if any(e.type in NUMERIC_SLOTS for e in entities):
-        return entities
     nums = [int(n) for n in numbers_in(text) if n >= 1]
     held = {slot: s.value(slot) for slot in NUMERIC_SLOTS if s.value(slot) is not None}
     if not nums or not held:
         return entities
     wrong = next((slot for slot, v in held.items() if v in nums), None)
+    typed = [e for e in entities if e.type in NUMERIC_SLOTS]
+    if typed:
+        # "不是两千，是两万" after 两千并发: the NLU may read 两万 as money; the 不是 value says
+        # which slot is being corrected (unless money words make it a budget)
+        if wrong is None or re.search(r"块|元|预算|钱", text):
+            return entities
+        return [Entity(type=wrong, value=e.value, text=e.text, start=e.start, end=e.end)
+                if e.type in NUMERIC_SLOTS and e.type != wrong and e.value != held[wrong] else e for e in entities]
     new = [n for n in nums if wrong is None or n != held[wrong]]
     if not new:
         return entities
@@ -376,17 +394,25 @@ def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> lis
     return entities + [Entity(type=slot, value=new[-1])]
 
 
+def _is_filler(text: str, m: re.Match[str]) -> bool:
+    """"那个，…" / "这个嘛" at the start is a hesitation, not a reference."""
+    after = text[m.end() : m.end() + 1]
+    return after in ("，", ",", "…", "。", " ", "嘛", "啊", "呃") or (m.start() == 0 and after == "")
+
+
 def _resolve_reference(s: DialogueState, text: str, entities: list[Entity], intents: list[str], turn: int) -> None:
     """"这个/那个/这个版本/刚才那个": the product or plan most recently named (by either side);
     with 刚才/之前, the one named before the current one."""
     if any(e.type in ("product", "plan") for e in entities):
         return
-    m = _DEMONSTRATIVE.search(text)
+    # a size stated in the same turn chooses the plan by itself: only a product can be meant
+    sized = any(e.type in NUMERIC_SLOTS for e in entities)
+    m = next((m for m in _DEMONSTRATIVE.finditer(text) if not _is_filler(text, m)), None)
     if not m or not s.mentions:
         return
     earlier = m.group(1) in _EARLIER if m.group(1) else False
     wants_plan = bool(re.search(r"版本|版|套餐|配置|型号|方案", text))
-    candidates = [x for x in reversed(s.mentions) if x.turn < turn or x.by == "bot"]
+    candidates = [x for x in reversed(s.mentions) if (x.turn < turn or x.by == "bot") and not (sized and x.kind == "plan")]
     if wants_plan and any(x.kind == "plan" for x in candidates):
         candidates = [x for x in candidates if x.kind == "plan"]
     if not candidates:

@@ -178,6 +178,19 @@ class Caller:
                 self.moves += [f"另外还要{feat.name}", f"算了，{feat.name}不要了"]
             self.moves.append("@close")
         self._expect(self.goal.product, self.goal.size, self.goal.addons)
+        self._vary()
+
+    def _vary(self) -> None:
+        """Real callers wander: some ask what the product can carry before the price and then
+        say "这个版本" (the bot must know which), some ask mid-call whether it is a robot."""
+        r = self.rng
+        if self.persona in ("price_sensitive", "dialect_speaker") and not self.goal.addons and r.random() < 0.3:
+            name = r.choice(_names(self.goal.product)) if self.goal.product else ""
+            unit = "并发" if self.goal.product and self.goal.product.sizing_slot == "concurrency" else "规模"
+            self.moves[0] = r.choice([f"你们的{name}能支持多少{unit}？", f"{name}最多能扛多少{unit}"])
+            self.moves.insert(1, "@this_version")
+        if r.random() < 0.2 and self.moves:
+            self.moves.insert(r.randint(1, len(self.moves)), r.choice(["你是机器人吗", "你是真人还是机器啊", "等下，你是AI吗？"]))
 
     # --- talking --------------------------------------------------------------------------
 
@@ -194,6 +207,8 @@ class Caller:
         text = self._next(last)
         if text is None:
             return None
+        if self.rng.random() < 0.15 and not text.startswith(("喂", "嗯", "那个")):
+            text = self.rng.choice(["嗯，", "那个，", "呃，"]) + text
         if self.goal.kind == "exit" and self.said_dnc_on is None:
             self.said_dnc_on = turn
         self.said.append(text)
@@ -263,6 +278,8 @@ class Caller:
 
     def _move(self, move: str, action: str, text: str) -> str | None:
         r = self.rng
+        if move == "@this_version":
+            return r.choice(["那这个版本的年费是多少？", "这个版本多少钱", "那这个一年多少钱"])
         if move == "@price_objection":
             return r.choice(["太贵了，能便宜点吗", "这个价格有点贵啊", "能不能打个折", "超预算了，有没有优惠"])
         if move == "@accept":
