@@ -36,14 +36,28 @@ def _policy(settings: Settings) -> Stage:
     return PolicyStage(load_playbook(settings.playbook), phraser=phraser)
 
 
+def _speech(name: str) -> Callable[[Settings], Stage]:
+    def build(settings: Settings) -> Stage:
+        from agent.speech import factories  # needs the `speech` extra
+
+        return getattr(factories, f"{name}_stage")(settings)
+
+    return build
+
+
 STAGE_FACTORIES: dict[str, Callable[[Settings], Stage]] = {
     "nlu": _nlu,
     "dst": _dst,
     "policy": _policy,
+    "vad": _speech("vad"),
+    "asr": _speech("asr"),
+    "tts": _speech("tts"),
 }
 
 #: the stages of a text-mode call, in flow order
 TEXT_STAGES = ("nlu", "dst", "policy")
+#: the stages of an audio-mode call (caller audio in, bot audio out), in flow order
+AUDIO_STAGES = ("vad", "asr", "nlu", "dst", "policy", "tts")
 
 
 def build_stage(name: str, settings: Settings) -> Stage:

@@ -55,6 +55,33 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field(default="console", description="'json' or 'console'")
     metrics_port: int | None = Field(default=None, description="serve Prometheus metrics on this port")
+    # --- speech (agent/speech, docs/speech.md) ---
+    models_dir: Path | None = Field(default=None, description="where speech models live; default data_dir/models")
+    asr_engine: str = Field(default="faster-whisper", description="'faster-whisper' or 'package.module:factory'")
+    asr_model: str = Field(
+        default="whisper-base",
+        description="'whisper-base' (ships offline), a faster-whisper model dir, or a hub name (small, large-v3)",
+    )
+    asr_compute_type: str = Field(default="int8", description="CTranslate2 compute type (int8, int8_float16, float16)")
+    asr_device: str = Field(default="cpu", description="'cpu' or 'cuda'")
+    asr_threads: int = Field(default=2, ge=1)
+    asr_beam_size: int = Field(default=5, ge=1)
+    asr_language: str = Field(default="zh")
+    asr_short_window: bool = Field(default=True, description="encoder window sized to the utterance (fast); false = 30 s")
+    asr_hotwords: list[str] = Field(default_factory=list, description="extra ASR hot-words (the playbook's terms are added)")
+    asr_initial_prompt: str = Field(default="", description="sentence appended to the hot-word prompt")
+    vad_model: Path | None = Field(default=None, description="silero_vad.onnx; default: from the pipecat-ai wheel")
+    turn_model: Path | None = Field(default=None, description="Smart Turn v3 ONNX; default: from the pipecat-ai wheel")
+    turn_smart: bool = Field(default=True, description="use Smart Turn for end of turn (else silence only)")
+    turn_max_silence_ms: int = Field(default=1200, ge=200, description="end the turn after this much silence")
+    tts_engine: str = Field(default="espeak-ng", description="'espeak-ng', 'http', 'piper' or 'package.module:factory'")
+    tts_voice: str = Field(default="cmn", description="espeak-ng voice (cmn, yue), piper model path, or HTTP voice")
+    tts_url: str | None = Field(default=None, description="HTTP TTS endpoint (tts_engine=http)")
+    tts_speed: int = Field(default=170, ge=80, le=400, description="espeak-ng words per minute")
+
+    @property
+    def speech_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def log_path(self) -> Path:

@@ -1,0 +1,68 @@
+"""Build the speech stages from settings (registered in agent/pipeline.py STAGE_FACTORIES).
+
+Models are loaded once per process and shared by every stage instance that asks for the same
+configuration (a restarted stage, several test pipelines): loading Whisper takes ~1 s."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import structlog
+
+from agent.settings import Settings
+from agent.speech import assets
+from agent.speech.asr import AsrEngine, make_engine
+from agent.speech.models import load_silero, load_smart_turn
+from agent.speech.tts import TtsEngine, make_tts
+from agent.speech.turns import TurnParams
+from agent.stages.asr import AsrStage, terms_from_playbook
+from agent.stages.tts import TtsStage
+from agent.stages.vad import VadStage
+
+log = structlog.get_logger("dianxiao.speech")
+
+
+@lru_cache(maxsize=4)
+def _engine(engine: str, model: str, models_dir: Path, compute_type: str, device: str, threads: int,
+            beam: int, language: str, short: bool, prompt: str) -> AsrEngine:
+    return make_engine(engine, model, models_dir, compute_type=compute_type, device=device, cpu_threads=threads,
+                       beam_size=beam, language=language, short_window=short, initial_prompt=prompt)
+
+
+def asr_engine(settings: Settings) -> AsrEngine:
+    return _engine(settings.asr_engine, settings.asr_model, settings.speech_models_dir.resolve(),
+                   settings.asr_compute_type, settings.asr_device, settings.asr_threads, settings.asr_beam_size,
+                   settings.asr_language, settings.asr_short_window, settings.asr_initial_prompt)
+
+
+def hotwords(settings: Settings) -> list[str]:
+    """The settings' hot-words, then the active playbook's terms (if it loads)."""
+    terms = list(settings.asr_hotwords)
+    try:
+        from agent.dialogue import load_playbook
+
+        terms += terms_from_playbook(load_playbook(settings.playbook))
+    except Exception as exc:  # a missing playbook must not stop speech recognition
+        log.warning("no playbook terms for ASR hot-words", playbook=settings.playbook, error=str(exc))
+    return list(dict.fromkeys(terms))
+
+
+def vad_stage(settings: Settings) -> VadStage:
+    models = settings.speech_models_dir
+    vad = load_silero(str(settings.vad_model or assets.silero_vad_path(models)))
+    smart = load_smart_turn(str(settings.turn_model or assets.smart_turn_path(models))) if settings.turn_smart else None
+    return VadStage(vad, smart, TurnParams(max_silence_ms=settings.turn_max_silence_ms))
+
+
+def asr_stage(settings: Settings) -> AsrStage:
+    return AsrStage(asr_engine(settings), hotwords(settings))
+
+
+@lru_cache(maxsize=4)
+def _tts(engine: str, voice: str, url: str | None, speed: int) -> TtsEngine:
+    return make_tts(engine, voice, url, speed)
+
+
+def tts_stage(settings: Settings) -> TtsStage:
+    return TtsStage(_tts(settings.tts_engine, settings.tts_voice, settings.tts_url, settings.tts_speed))

@@ -1,0 +1,84 @@
+"""The two small ONNX models of turn-taking: Silero VAD (speech probability per 32 ms window)
+and Smart Turn v3 (does the caller's audio so far sound like a finished turn?).
+
+Each keeps its onnxruntime session; per-call recurrent state lives in `SileroState`, owned by
+the caller, so one session serves every call and a call's state can be rebuilt from its log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
+_CONTEXT = 64
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class SileroState:
+    rnn: np.ndarray = field(default_factory=lambda: np.zeros((2, 1, 128), dtype=np.float32))
+    context: np.ndarray = field(default_factory=lambda: np.zeros((1, _CONTEXT), dtype=np.float32))
+
+    def reset(self) -> None:
+        self.rnn[:] = 0
+        self.context[:] = 0
+
+
+class SileroVad:
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        self._session = _session(path, threads)
+        self._sr = np.array(16000, dtype=np.int64)
+
+    def probability(self, state: SileroState, window: np.ndarray) -> float:
+        """Speech probability of one 512-sample float32 window; advances `state`."""
+        x = np.concatenate([state.context, window.reshape(1, WINDOW).astype(np.float32)], axis=1)
+        out, rnn = self._session.run(None, {"input": x, "state": state.rnn, "sr": self._sr})
+        state.rnn = rnn
+        state.context = x[:, -_CONTEXT:]
+        return float(out[0][0])
+
+
+class SmartTurn:
+    """Smart Turn v3: the last 8 s of the turn -> probability that the turn is complete."""
+
+    SECONDS = 8
+
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self._session = _session(path, threads)
+        # Same log-mel as transformers' WhisperFeatureExtractor (checked to 3e-6), without
+        # importing transformers.
+        self._features = FeatureExtractor(feature_size=80, chunk_length=self.SECONDS)
+
+    def complete_probability(self, pcm16: np.ndarray) -> float:
+        n = self.SECONDS * 16000
+        x = np.asarray(pcm16, dtype=np.float32)[-n:] / 32768.0
+        x = np.pad(x, (n - len(x), 0))
+        x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)  # the model was trained on normalised audio
+        feats = self._features(x, padding=0)[:, : n // 160]
+        out = self._session.run(None, {"input_features": feats[None].astype(np.float32)})[0]
+        return float(out[0][0])
+
+
+@lru_cache(maxsize=4)
+def load_silero(path: str) -> SileroVad:
+    return SileroVad(Path(path))
+
+
+@lru_cache(maxsize=4)
+def load_smart_turn(path: str) -> SmartTurn:
+    return SmartTurn(Path(path))

@@ -1,0 +1,94 @@
+"""Turn-taking as a pure state machine over VAD windows.
+
+Input: one speech probability per 32 ms window (Silero) and, when asked, whether the audio so
+far sounds finished (Smart Turn).  Output: what happened - speech started, a pause (decode a
+partial; ask Smart Turn), end of turn.  A short pause in "我要…嗯…一千并发的" is a pause,
+not an end: the turn ends when Smart Turn says the turn is complete, or after `max_silence_ms`
+of silence whatever it says (the fallback), or at `max_turn_ms`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Phase(str, Enum):
+    QUIET = "quiet"
+    SPEAKING = "speaking"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True)
+class TurnParams:
+    speech_threshold: float = 0.5
+    silence_threshold: float = 0.35
+    start_ms: int = 96  # speech needed before a turn starts (3 windows): also the barge-in delay
+    pause_ms: int = 192  # silence that makes a pause: partial decode + Smart Turn check
+    max_silence_ms: int = 1200  # end the turn after this much silence even if Smart Turn says no
+    max_turn_ms: int = 20000  # a monologue is cut into turns this long
+    preroll_ms: int = 160  # audio kept before the detected start (Silero reacts late)
+    tail_ms: int = 96  # audio kept after the last speech window
+    turn_complete: float = 0.5  # Smart Turn probability above which the turn is finished
+    window_ms: int = 32
+
+
+@dataclass
+class TurnState:
+    phase: Phase = Phase.QUIET
+    speech_run_ms: int = 0
+    silence_ms: int = 0
+    start_ms: int = 0  # media time of the turn's start (incl. preroll)
+    last_speech_ms: int = 0  # media time at the end of the last speech window
+    asked_smart_turn: bool = False
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    kind: str  # "started" | "pause" | "resumed" | "end"
+    start_ms: int
+    end_ms: int
+    reason: str = ""
+
+
+def step(state: TurnState, prob: float, now_ms: int, p: TurnParams) -> list[TurnEvent]:
+    """Advance by one window ending at media time `now_ms` with speech probability `prob`."""
+    out: list[TurnEvent] = []
+    speech = prob >= p.speech_threshold
+    silence = prob < p.silence_threshold
+    if state.phase is Phase.QUIET:
+        state.speech_run_ms = state.speech_run_ms + p.window_ms if speech else 0
+        if state.speech_run_ms >= p.start_ms:
+            state.phase = Phase.SPEAKING
+            state.start_ms = max(0, now_ms - state.speech_run_ms - p.preroll_ms)
+            state.last_speech_ms = now_ms
+            state.silence_ms = 0
+            out.append(TurnEvent("started", state.start_ms, now_ms))
+        return out
+    if not silence:
+        if speech:
+            state.last_speech_ms = now_ms
+        if state.phase is Phase.PAUSED and speech:
+            state.phase = Phase.SPEAKING
+            out.append(TurnEvent("resumed", state.start_ms, now_ms))
+        if speech:
+            state.silence_ms = 0
+    else:
+        state.silence_ms += p.window_ms
+    if state.phase is Phase.SPEAKING and state.silence_ms >= p.pause_ms:
+        state.phase = Phase.PAUSED
+        state.asked_smart_turn = False
+        out.append(TurnEvent("pause", state.start_ms, min(now_ms, state.last_speech_ms + p.tail_ms)))
+    elif state.phase is Phase.PAUSED and state.silence_ms >= p.max_silence_ms:
+        out.append(end_turn(state, p, "max_silence"))
+    elif now_ms - state.start_ms >= p.max_turn_ms:
+        out.append(end_turn(state, p, "max_turn"))
+    return out
+
+
+def end_turn(state: TurnState, p: TurnParams, reason: str) -> TurnEvent:
+    ev = TurnEvent("end", state.start_ms, state.last_speech_ms + p.tail_ms, reason)
+    state.phase = Phase.QUIET
+    state.speech_run_ms = 0
+    state.silence_ms = 0
+    return ev

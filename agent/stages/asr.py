@@ -1,0 +1,113 @@
+"""ASR stage: speech.segments -> transcripts.
+
+A partial segment (the VAD saw a pause that was not the end of the turn) is decoded into a
+TranscriptPartial whose `stable_prefix` is the part two consecutive hypotheses agree on
+(local agreement), so a UI or an eager NLU sees text that does not flicker.  The final segment
+gives the TranscriptFinal; when no new audio arrived since the last partial (the pause became
+the end) the partial's decode is reused instead of decoding the same audio twice.
+
+Decoding happens at VAD pauses and turn ends only, never on a timer: on 2 CPU cores a Whisper
+decode costs a few hundred ms, so a 0.5 s partial cadence would starve everything else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+
+from agent import events as ev
+from agent import topics
+from agent.speech.asr import AsrEngine, AsrResult
+from agent.stages.base import CallContext, Emit, Stage
+
+log = structlog.get_logger("dianxiao.stages.asr")
+
+
+@dataclass
+class CallTranscripts:
+    turn: int = 0
+    last_partial: str = ""
+    cached: dict[tuple[int, int, int], AsrResult] = field(default_factory=dict)
+
+
+def stable_prefix(previous: str, current: str) -> str:
+    """Longest common prefix of two consecutive hypotheses (local agreement, n=2)."""
+    n = 0
+    for a, b in zip(previous, current):
+        if a != b:
+            break
+        n += 1
+    return current[:n]
+
+
+class AsrStage(Stage):
+    name = "asr"
+    reads = (topics.SPEECH, topics.CONTROL)
+    writes = (topics.TRANSCRIPTS,)
+
+    def __init__(self, engine: AsrEngine, hotwords: Sequence[str] = ()) -> None:
+        self.engine = engine
+        self.hotwords = list(hotwords)
+        self.version = engine.name
+
+    def new_state(self, call_id: str) -> CallTranscripts:
+        return CallTranscripts()
+
+    def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
+        if not isinstance(event, ev.SpeechSegment):
+            return []
+        st: CallTranscripts = ctx.state
+        if event.turn != st.turn:
+            st.turn, st.last_partial, st.cached = event.turn, "", {}
+        if len(event.audio_pcm16) % 2:
+            raise ValueError(f"speech segment has an odd number of bytes ({len(event.audio_pcm16)}): not PCM16")
+        key = (event.turn, event.start_ms, event.end_ms)
+        result = st.cached.get(key)
+        if result is None:
+            pcm = np.frombuffer(event.audio_pcm16, dtype="<i2")
+            result = self.engine.transcribe(pcm, self.hotwords) if len(pcm) else None
+        if not event.final:
+            if result is None or not result.text:
+                return []
+            st.cached = {key: result}
+            prefix = stable_prefix(st.last_partial, result.text)
+            st.last_partial = result.text
+            return [Emit(topics.TRANSCRIPTS, self.make(ev.TranscriptPartial, event, ctx, 0, text=result.text,
+                                                     stable_prefix=prefix))]
+        st.cached = {}
+        if result is None or not result.text:
+            log.info("empty final transcript dropped", call_id=ctx.call_id, turn=event.turn)
+            return []
+        final = self.make(
+            ev.TranscriptFinal, event, ctx, 0, text=result.text, language=result.language,
+            confidence=None if result.avg_logprob is None else round(math.exp(result.avg_logprob), 4),
+            asr_model=self.engine.name, audio_ms=result.audio_ms,
+        )
+        log.info("final transcript", call_id=ctx.call_id, turn=event.turn, text=result.text,
+                 decode_ms=round(result.decode_ms), audio_ms=result.audio_ms)
+        return [Emit(topics.TRANSCRIPTS, final)]
+
+
+def terms_from_playbook(playbook: Any) -> list[str]:
+    """Hot-words from a playbook: product names and aliases, plan names, competitors, add-ons.
+    Duck-typed on purpose (the playbook schema belongs to the dialogue package)."""
+    terms: list[str] = []
+    for prod in getattr(playbook, "products", []) or []:
+        terms += [getattr(prod, "name", "")] + list(getattr(prod, "aliases", []) or [])
+        for plan in getattr(prod, "plans", []) or []:
+            terms.append(getattr(plan, "name", ""))
+        for addon in getattr(prod, "addons", getattr(prod, "add_ons", [])) or []:
+            terms.append(getattr(addon, "name", ""))
+    for comp in getattr(playbook, "competitors", []) or []:
+        terms.append(getattr(comp, "name", ""))
+    terms += list(getattr(playbook, "asr_terms", []) or [])
+    out: list[str] = []
+    for t in terms:
+        if isinstance(t, str) and t.strip() and "_" not in t and t not in out:
+            out.append(t.strip())
+    return out

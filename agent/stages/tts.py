@@ -1,0 +1,65 @@
+"""TTS stage: bot.replies -> audio.out (20 ms 8 kHz mu-law frames tagged with the reply id).
+
+The reply is split into sentences (CJK punctuation) and synthesised chunk by chunk.  A BargeIn
+on call.control marks the reply as interrupted: nothing more of it is synthesised (a reply
+that arrives after its own barge-in, e.g. on replay, is dropped), and the connector playing
+audio.out drops the frames of that reply it has not played yet (agent/audiocall.py does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from agent import events as ev
+from agent import topics
+from agent.speech.frames import pcm_to_ulaw_frames
+from agent.speech.tts import TtsEngine, TtsError, split_sentences
+from agent.stages.base import CallContext, Emit, Stage
+
+log = structlog.get_logger("dianxiao.stages.tts")
+
+
+@dataclass
+class CallSpeech:
+    interrupted: set[str] = field(default_factory=set)
+
+
+class TtsStage(Stage):
+    name = "tts"
+    reads = (topics.REPLIES, topics.CONTROL)
+    writes = (topics.AUDIO_OUT,)
+
+    def __init__(self, engine: TtsEngine) -> None:
+        self.engine = engine
+        self.version = engine.name
+
+    def new_state(self, call_id: str) -> CallSpeech:
+        return CallSpeech()
+
+    def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
+        st: CallSpeech = ctx.state
+        if isinstance(event, ev.BargeIn) and event.reply_event_id:
+            st.interrupted.add(event.reply_event_id)
+            return []
+        if not isinstance(event, ev.BotReply) or not event.text.strip():
+            return []
+        out: list[Emit] = []
+        index = 0
+        for chunk in split_sentences(event.text):
+            if event.event_id in st.interrupted:
+                break
+            try:
+                pcm, rate = self.engine.synthesize(chunk)
+            except TtsError as exc:
+                log.error("tts failed; chunk skipped", call_id=ctx.call_id, chunk=chunk, error=str(exc))
+                continue
+            for payload in pcm_to_ulaw_frames(pcm, rate):
+                out.append(Emit(topics.AUDIO_OUT, self.make(
+                    ev.AudioFrame, event, ctx, index, codec="pcmu8k", frame_index=index,
+                    reply_event_id=event.event_id, payload=payload,
+                )))
+                index += 1
+        return out

@@ -1,0 +1,186 @@
+"""VAD + turn-taking stage: audio.in -> speech.segments (and barge-in on call.control).
+
+Caller frames (8 kHz mu-law or 16 kHz PCM16) become 16 kHz PCM16 in a per-call ring buffer;
+Silero scores each 32 ms window; agent/speech/turns.py decides starts, pauses and ends; at a
+pause Smart Turn says whether the turn sounds finished.  A pause that is not an end produces a
+partial segment (final=False) so the ASR can decode while the caller thinks; the end produces
+the final segment.
+
+The stage also reads the bot's frames on audio.out to know, on the call's media clock, when the
+bot is talking: caller speech that starts then is a barge-in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+
+from agent import events as ev
+from agent import topics
+from agent.speech.codec import PHONE_RATE, PIPELINE_RATE, StreamResampler, ulaw_decode
+from agent.speech.frames import SampleRing
+from agent.speech.models import WINDOW, SileroState, SileroVad, SmartTurn
+from agent.speech.turns import TurnEvent, TurnParams, TurnState, end_turn, step
+from agent.stages.base import CallContext, Emit, Stage
+
+log = structlog.get_logger("dianxiao.stages.vad")
+
+MAX_GAP_FRAMES = 50  # a gap in frame indexes up to 1 s is filled with silence (lost packets)
+SILERO_RESET_MS = 2000  # reset Silero's recurrent state after this much quiet (it drifts)
+
+
+@dataclass
+class CallAudio:
+    ring: SampleRing
+    resampler: StreamResampler | None = None
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    silero: SileroState = field(default_factory=SileroState)
+    turn: TurnState = field(default_factory=TurnState)
+    samples_scored: int = 0
+    next_frame: int = 0
+    caller_turns: int = 0
+    bad_frames: int = 0
+    late_frames: int = 0
+    quiet_since_reset_ms: int = 0
+    # the bot's playback on the media clock (ms since call start)
+    bot_reply: str | None = None
+    bot_start_ms: int = 0
+    bot_until_ms: int = 0
+    barged: set[str] = field(default_factory=set)
+
+    @property
+    def media_ms(self) -> int:
+        return self.next_frame * ev.FRAME_MS
+
+
+class VadStage(Stage):
+    name = "vad"
+    reads = (topics.AUDIO_IN, topics.AUDIO_OUT, topics.CONTROL)
+    writes = (topics.SPEECH, topics.CONTROL)
+
+    def __init__(
+        self, vad: SileroVad, smart_turn: SmartTurn | None, params: TurnParams | None = None,
+        ring_seconds: int = 60,
+    ) -> None:
+        self.vad = vad
+        self.smart_turn = smart_turn
+        self.params = params or TurnParams()
+        self.ring_samples = ring_seconds * PIPELINE_RATE
+        self.version = "silero+smart-turn-v3.2" if smart_turn else "silero"
+
+    def new_state(self, call_id: str) -> CallAudio:
+        return CallAudio(ring=SampleRing(self.ring_samples))
+
+    def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
+        st: CallAudio = ctx.state
+        if isinstance(event, ev.AudioFrame):
+            if event.reply_event_id is not None:  # the bot's own audio on audio.out
+                self._track_bot(st, event)
+                return []
+            return self._caller_frame(st, event, ctx)
+        if isinstance(event, ev.CallEnded) and st.turn.phase.value != "quiet":
+            return self._emit_turn(st, end_turn(st.turn, self.params, "hangup"), event, ctx, [0])
+        return []
+
+    # --- caller audio ---------------------------------------------------------------------
+
+    def _caller_frame(self, st: CallAudio, frame: ev.AudioFrame, ctx: CallContext) -> list[Emit]:
+        if len(frame.payload) != ev.FRAME_BYTES[frame.codec]:
+            st.bad_frames += 1
+            log.warning("bad audio frame skipped", call_id=ctx.call_id, frame_index=frame.frame_index,
+                        payload_bytes=len(frame.payload), codec=frame.codec, bad_frames=st.bad_frames)
+            return []
+        if frame.frame_index < st.next_frame:
+            st.late_frames += 1  # a duplicate or re-ordered frame: its time has passed
+            return []
+        gap = frame.frame_index - st.next_frame
+        if gap > MAX_GAP_FRAMES:
+            st.bad_frames += 1
+            log.warning("audio frame index jumped; realigning", call_id=ctx.call_id, gap=gap)
+            gap = MAX_GAP_FRAMES
+        pcm = self._to_pcm16k(st, frame)
+        if gap:
+            pcm = np.concatenate([np.zeros(gap * PIPELINE_RATE * ev.FRAME_MS // 1000, dtype=np.int16), pcm])
+        st.next_frame = frame.frame_index + 1
+        st.ring.append(pcm)
+        st.pending = np.concatenate([st.pending, pcm])
+        out: list[Emit] = []
+        index = [0]
+        while len(st.pending) >= WINDOW:
+            window, st.pending = st.pending[:WINDOW], st.pending[WINDOW:]
+            prob = self.vad.probability(st.silero, window.astype(np.float32) / 32768.0)
+            st.samples_scored += WINDOW
+            now_ms = st.samples_scored * 1000 // PIPELINE_RATE
+            self._maybe_reset_silero(st, prob)
+            for tev in step(st.turn, prob, now_ms, self.params):
+                out += self._emit_turn(st, tev, frame, ctx, index)
+        return out
+
+    def _to_pcm16k(self, st: CallAudio, frame: ev.AudioFrame) -> np.ndarray:
+        if frame.codec == "pcm16k":
+            return np.frombuffer(frame.payload, dtype="<i2").astype(np.int16)
+        if st.resampler is None:
+            st.resampler = StreamResampler(PHONE_RATE, PIPELINE_RATE)
+        return st.resampler.push(ulaw_decode(frame.payload))
+
+    def _maybe_reset_silero(self, st: CallAudio, prob: float) -> None:
+        if st.turn.phase.value == "quiet" and prob < self.params.silence_threshold:
+            st.quiet_since_reset_ms += self.params.window_ms
+            if st.quiet_since_reset_ms >= SILERO_RESET_MS:
+                st.silero.reset()
+                st.quiet_since_reset_ms = 0
+        else:
+            st.quiet_since_reset_ms = 0
+
+    # --- turn events -> bus events --------------------------------------------------------
+
+    def _emit_turn(self, st: CallAudio, tev: TurnEvent, cause: Any, ctx: CallContext, index: list[int]) -> list[Emit]:
+        turn = st.caller_turns + 1
+
+        def make(cls: type, **fields: Any) -> Any:
+            index[0] += 1
+            return self.make(cls, cause, ctx, index[0], turn=turn, **fields)
+
+        if tev.kind == "started":
+            out = [Emit(topics.SPEECH, make(ev.SpeechStarted, start_ms=tev.start_ms))]
+            if st.bot_reply and st.bot_reply not in st.barged and st.media_ms < st.bot_until_ms:
+                heard = max(0, st.media_ms - st.bot_start_ms)
+                st.barged.add(st.bot_reply)
+                st.bot_until_ms = st.media_ms
+                out.append(Emit(topics.CONTROL, make(ev.BargeIn, reply_event_id=st.bot_reply, heard_ms=heard)))
+                log.info("barge-in", call_id=ctx.call_id, reply=st.bot_reply, heard_ms=heard)
+            return out
+        if tev.kind == "pause":
+            if self.smart_turn is not None:
+                audio = st.ring.slice(_sample(tev.start_ms), _sample(tev.end_ms))
+                if self.smart_turn.complete_probability(audio) >= self.params.turn_complete:
+                    return self._emit_turn(st, end_turn(st.turn, self.params, "smart_turn"), cause, ctx, index)
+            return [Emit(topics.SPEECH, self._segment(st, tev, make, final=False))]
+        if tev.kind == "end":
+            seg = self._segment(st, tev, make, final=True)
+            st.caller_turns += 1
+            return [Emit(topics.SPEECH, seg)]
+        return []
+
+    def _segment(self, st: CallAudio, tev: TurnEvent, make: Any, final: bool) -> ev.SpeechSegment:
+        audio = st.ring.slice(_sample(tev.start_ms), _sample(tev.end_ms))
+        return make(ev.SpeechSegment, start_ms=tev.start_ms, end_ms=tev.end_ms, final=final,
+                    audio_pcm16=audio.astype("<i2").tobytes())
+
+    # --- the bot's audio ------------------------------------------------------------------
+
+    def _track_bot(self, st: CallAudio, frame: ev.AudioFrame) -> None:
+        if frame.reply_event_id in st.barged:
+            return
+        if frame.reply_event_id != st.bot_reply:
+            st.bot_reply = frame.reply_event_id
+            st.bot_start_ms = max(st.media_ms, st.bot_until_ms)
+            st.bot_until_ms = st.bot_start_ms
+        st.bot_until_ms += ev.FRAME_MS
+
+
+def _sample(ms: int) -> int:
+    return ms * PIPELINE_RATE // 1000

@@ -1,0 +1,132 @@
+"""Turn-taking: when a caller's turn starts and ends, pauses that are not ends, barge-in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent import events as ev
+from agent import topics
+from agent.speech.frames import pcm_to_ulaw_frames
+from agent.speech.turns import TurnParams, TurnState, step
+from agent.stages.base import CallContext
+from tests.speech_helpers import load_clip, need_pipecat_models
+
+
+def feed(probs, params=TurnParams()):
+    state, events = TurnState(), []
+    for i, p in enumerate(probs):
+        events += [(e.kind, e.reason) for e in step(state, p, (i + 1) * params.window_ms, params)]
+    return events
+
+
+def test_speech_then_silence_is_one_turn_that_ends_at_the_max_silence_fallback():
+    events = feed([0.0] * 5 + [0.9] * 30 + [0.0] * 60)
+    assert events == [("started", ""), ("pause", ""), ("end", "max_silence")]
+
+
+def test_a_blip_shorter_than_the_start_time_is_not_speech():
+    assert feed([0.0] * 5 + [0.9, 0.9] + [0.0] * 60) == []
+
+
+def test_a_short_pause_then_more_speech_stays_in_the_same_turn():
+    events = feed([0.9] * 20 + [0.0] * 10 + [0.9] * 20 + [0.0] * 60)
+    assert events == [("started", ""), ("pause", ""), ("resumed", ""), ("pause", ""), ("end", "max_silence")]
+
+
+def test_a_monologue_is_cut_at_max_turn_length():
+    p = TurnParams(max_turn_ms=3200)
+    assert ("end", "max_turn") in feed([0.9] * 200, p)
+
+
+# --- the VAD stage on real speech ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vad_models():
+    from agent.speech.models import load_silero, load_smart_turn
+
+    silero, smart = need_pipecat_models()
+    return load_silero(str(silero)), load_smart_turn(str(smart))
+
+
+def run_stage(stage, pcm, ctx=None, first_index=0):
+    ctx = ctx or CallContext(call_id="c1", state=stage.new_state("c1"))
+    out = []
+    for i, payload in enumerate(pcm_to_ulaw_frames(pcm, 16000)):
+        out += stage.handle(ev.AudioFrame(call_id="c1", codec="pcmu8k", frame_index=first_index + i, payload=payload), ctx)
+    return out, ctx
+
+
+def finals(out):
+    return [e.event for e in out if isinstance(e.event, ev.SpeechSegment) and e.event.final]
+
+
+def with_pause(name: str, pause_s: float = 0.8) -> np.ndarray:
+    a = load_clip(name)
+    cut = len(a) // 2
+    z = lambda s: np.zeros(int(s * 16000), dtype=np.int16)  # noqa: E731
+    return np.concatenate([z(0.5), a[:cut], z(pause_s), a[cut:], z(2.0)])
+
+
+@pytest.mark.parametrize("clip", ["BAC009S0764W0121.wav", "BAC009S0764W0122.wav"])
+def test_a_mid_sentence_pause_does_not_cut_the_caller_off(vad_models, clip):
+    from agent.stages.vad import VadStage
+
+    silero, smart = vad_models
+    audio = with_pause(clip)
+    # Silence alone (500 ms) would end the turn in the pause ...
+    silence_only, _ = run_stage(VadStage(silero, None, TurnParams(max_silence_ms=500)), audio)
+    assert len(finals(silence_only)) == 2
+    # ... Smart Turn hears that the sentence is unfinished and waits: one turn, whole sentence.
+    out, _ = run_stage(VadStage(silero, smart), audio)
+    (final,) = finals(out)
+    assert final.turn == 1 and final.start_ms < 900 and final.end_ms > (len(audio) / 16 - 2000) - 400
+    assert len(final.audio_pcm16) == (final.end_ms - final.start_ms) * 32
+    # the pause still produced a partial segment for the ASR to decode early
+    assert any(isinstance(e.event, ev.SpeechSegment) and not e.event.final for e in out)
+
+
+def test_corrupt_and_truncated_frames_are_counted_and_skipped(vad_models):
+    from agent.stages.vad import VadStage
+
+    stage = VadStage(*vad_models)
+    ctx = CallContext(call_id="c1", state=stage.new_state("c1"))
+    good = b"\xff" * 160
+    bad = [
+        ev.AudioFrame(call_id="c1", codec="pcmu8k", frame_index=0, payload=b"\x00" * 37),  # truncated
+        ev.AudioFrame(call_id="c1", codec="pcm16k", frame_index=1, payload=b"\x00" * 641),  # odd size
+        ev.AudioFrame(call_id="c1", codec="pcmu8k", frame_index=2, payload=b""),
+    ]
+    for frame in bad:
+        assert stage.handle(frame, ctx) == []
+    assert ctx.state.bad_frames == 3
+    stage.handle(ev.AudioFrame(call_id="c1", codec="pcmu8k", frame_index=3, payload=good), ctx)
+    stage.handle(ev.AudioFrame(call_id="c1", codec="pcmu8k", frame_index=3, payload=good), ctx)  # repeat
+    assert ctx.state.late_frames == 1 and ctx.state.next_frame == 4
+    # and the stage still finds speech afterwards
+    out, _ = run_stage(stage, with_pause("BAC009S0764W0121.wav"), ctx, first_index=4)
+    assert len(finals(out)) == 1
+
+
+def test_caller_speech_while_the_bot_talks_is_a_barge_in(vad_models):
+    from agent.stages.vad import VadStage
+
+    stage = VadStage(*vad_models)
+    ctx = CallContext(call_id="c1", state=stage.new_state("c1"))
+    # 1 s of line silence, then the bot's 5 s reply arrives on audio.out ...
+    run_stage(stage, np.zeros(16000, dtype=np.int16), ctx)
+    reply_id = ev.new_event_id()
+    for i in range(250):
+        stage.handle(ev.AudioFrame(call_id="c1", stage="tts", codec="pcmu8k", frame_index=i,
+                                   reply_event_id=reply_id, payload=b"\xff" * 160), ctx)
+    # ... and the caller starts talking at once (the clip has ~0.5 s of leading silence)
+    out, _ = run_stage(stage, load_clip("BAC009S0764W0121.wav"), ctx, first_index=50)
+    barge = [e for e in out if isinstance(e.event, ev.BargeIn)]
+    assert len(barge) == 1 and barge[0].topic == topics.CONTROL
+    assert barge[0].event.reply_event_id == reply_id
+    assert 300 <= barge[0].event.heard_ms <= 1200
+    # speaking again after the bot has finished is not a barge-in
+    out, _ = run_stage(stage, np.concatenate([np.zeros(16000 * 6, dtype=np.int16), load_clip("BAC009S0764W0122.wav")]),
+                       ctx, first_index=ctx.state.next_frame)
+    assert not [e for e in out if isinstance(e.event, ev.BargeIn)]
