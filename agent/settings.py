@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     kafka_broker_timeout_s: float = Field(
         default=30.0, gt=0, description="an unreachable broker becomes an error after this long (no endless hang)"
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50, ge=1, description="consumer fetch long-poll; Tansu waits it out on every hop (Kafka does not)"
+    )
     playbook: str = Field(default="cloud_saas", description="playbook name (data/playbooks/NAME.yaml) or path")
     nlu_model: str | None = Field(default=None, description="directory of a trained NLU model; none = rules")
     llm_base_url: str | None = Field(

@@ -28,6 +28,7 @@ def make_bus(settings: Settings) -> Bus:
                 "session_timeout_ms": settings.kafka_session_timeout_ms,
                 "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
                 "rebalance_timeout_ms": settings.kafka_session_timeout_ms,
+                "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
             },
         )
     raise ValueError(f"unknown bus {url!r}: use 'embedded' or 'kafka://HOST:PORT'")
