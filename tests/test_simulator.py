@@ -10,19 +10,25 @@ from typer.testing import CliRunner
 
 from agent.dialogue import load_playbook
 from agent.simulator import PERSONAS, make_caller, simulate_call_on_bus
+from agent.simulator.driver import judge_final_states
 from agent.textcall import ReplyWaiter
 
 
 async def test_every_persona_reaches_its_goal_over_the_real_topics(text_pipeline):
     pb = load_playbook("cloud_saas")
     bus = text_pipeline.bus
+    results = []
     async with ReplyWaiter(bus) as waiter:
         for i, persona in enumerate(PERSONAS):
-            caller = make_caller(persona, pb, seed=7 + i)
+            caller = make_caller(persona, pb, seed=7 + i, noise=0.3)
             result = await simulate_call_on_bus(caller, pb, bus, waiter=waiter)
             assert result.turns, persona
             assert not result.violations, (persona, result.violations)
             assert result.completed, (persona, result.failure, [(t.caller, t.bot) for t in result.turns])
+            results.append(result)
+    # the state each call ended with, read back from dialogue.state, holds the caller's goal
+    await judge_final_states(bus, results)
+    assert all(r.joint_goal for r in results), [(r.persona, r.slot_errors) for r in results]
 
 
 async def test_do_not_call_over_the_bus_ends_the_call_on_that_turn(text_pipeline):

@@ -39,6 +39,8 @@ def eval_dialogue_cmd(
     bus: bool = typer.Option(False, "--bus", help="run calls over the real topics on an embedded bus (slower)"),
     model: str | None = typer.Option(None, "--nlu-model", help="trained NLU model dir (default: settings)"),
     show: int = typer.Option(3, "--show", help="print this many failed calls turn by turn"),
+    noise: float = typer.Option(0.3, "--asr-noise", min=0.0, max=1.0,
+                                help="share of caller turns written as ASR output (no punctuation, numbers as words)"),
 ) -> None:
     """Simulated callers (personas with goals) talk to the agent: completion rate, average turns,
     joint goal accuracy at call end, compliance violations, failures by reason.  The last line is
@@ -51,7 +53,7 @@ def eval_dialogue_cmd(
     if unknown:
         typer.echo(f"error: unknown persona(s) {unknown}; known: {', '.join(PERSONAS)}", err=True)
         raise typer.Exit(2)
-    callers = [make_caller(chosen[i % len(chosen)], pb, seed + i) for i in range(calls)]
+    callers = [make_caller(chosen[i % len(chosen)], pb, seed + i, noise=noise) for i in range(calls)]
     t0 = time.perf_counter()
     if bus:
         results = asyncio.run(_on_bus(callers, pb, model))
@@ -60,7 +62,8 @@ def eval_dialogue_cmd(
         results = [simulate_call(c, pb, understander, call_id=f"sim-{i}") for i, c in enumerate(callers)]
     elapsed = time.perf_counter() - t0
     summary = summarise(results)
-    summary.update(playbook=f"{pb.name}@{pb.version}", mode="bus" if bus else "in-process", seconds=round(elapsed, 2))
+    summary.update(playbook=f"{pb.name}@{pb.version}", mode="bus" if bus else "in-process", asr_noise=noise,
+                   seconds=round(elapsed, 2))
     typer.echo(f"calls {summary['calls']}  completion {summary['completion_rate']:.1%}  "
                f"avg turns {summary['avg_turns']}  JGA {summary['jga'] if summary['jga'] is not None else 'n/a'}  "
                f"compliance violations {summary['compliance_violations']}  ({elapsed:.1f} s)")
@@ -83,6 +86,7 @@ async def _on_bus(callers, pb, model):
     from agent.bus import EmbeddedBus
     from agent.settings import Settings
     from agent.simulator import simulate_call_on_bus
+    from agent.simulator.driver import judge_final_states
     from agent.testing import running_pipeline
     from agent.textcall import ReplyWaiter
 
@@ -93,7 +97,9 @@ async def _on_bus(callers, pb, model):
         try:
             async with running_pipeline(bus, settings):
                 async with ReplyWaiter(bus) as waiter:
-                    return [await simulate_call_on_bus(c, pb, bus, waiter=waiter) for c in callers]
+                    results = [await simulate_call_on_bus(c, pb, bus, waiter=waiter) for c in callers]
+            await judge_final_states(bus, results)
+            return results
         finally:
             await bus.close()
 

@@ -43,6 +43,8 @@ class CallResult:
     joint_goal: bool | None  # None: the call was judged over the bus, where the state is not read back
     slot_errors: list[str] = field(default_factory=list)
     failure: str | None = None
+    call_id: str | None = None
+    expected_slots: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +168,7 @@ async def simulate_call_on_bus(caller: Caller, playbook: Playbook, bus: Bus, wai
     from agent.textcall import run_text_call
 
     call = await run_text_call(bus, caller, waiter=waiter, timeout=timeout, playbook=playbook.name)
+    call_id = call.call_id
     if call.replies and call.replies[-1].ends_call:
         caller(len(call.replies) + 1, call.replies)
     said = caller.said
@@ -179,7 +182,40 @@ async def simulate_call_on_bus(caller: Caller, playbook: Playbook, bus: Bus, wai
         violations=violations,
         joint_goal=None,
         failure=_failure(caller, turns, violations),
+        call_id=call_id,
+        expected_slots=dict(caller.goal.expected_slots),
     )
+
+
+async def judge_final_states(bus: Bus, results: list[CallResult]) -> None:
+    """Fill JGA for calls run over the bus from the last dialogue.state each call published."""
+    from agent import events as ev
+    from agent import topics
+
+    last: dict[str, dict[str, Any]] = {}
+    consumer = bus.consumer(f"sim-judge-{id(results)}", [topics.DIALOGUE], start="earliest")
+    await consumer.start()
+    try:
+        idle = 0
+        while idle < 3:
+            records = await consumer.getmany(timeout_ms=200)
+            idle = 0 if records else idle + 1
+            for rec in records:
+                try:
+                    event = ev.decode(rec.value)
+                except ev.EventError:
+                    continue
+                if isinstance(event, ev.DialogueStateUpdated):
+                    last[event.call_id] = event.state
+    finally:
+        await consumer.stop()
+    for r in results:
+        raw = last.get(r.call_id or "")
+        if raw is None:
+            continue
+        state = DialogueState.model_validate({k: v for k, v in raw.items() if k != "next_action"})
+        r.slot_errors = slot_errors(state, r.expected_slots)
+        r.joint_goal = not r.slot_errors
 
 
 def summarise(results: list[CallResult]) -> dict[str, Any]:

@@ -56,6 +56,40 @@ def _size_phrase(rng: random.Random, product: Product, n: int) -> str:
     return rng.choice([f"{n}条产线", f"大概{n}台设备", f"{n}套"]) if n < 100 else rng.choice([f"{n}台设备", f"大概{n}台设备"])
 
 
+def spoken_number(n: int) -> str:
+    """2000 -> 两千, 18000 -> 一万八千, 1500 -> 一千五百: how ASR often writes a spoken number."""
+    digits = "零一二三四五六七八九"
+    if n <= 0 or n >= 100_000_000:
+        return str(n)
+    out, zero = "", False
+    for unit, name in ((10000_0000, "亿"), (10000, "万")):
+        if n >= unit:
+            head = n // unit
+            out += ("两" if head == 2 else spoken_number(head)) + name
+            n %= unit
+            zero = 0 < n < unit // 10
+    for unit, name in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
+        d = n // unit
+        if d:
+            if zero and out:
+                out += "零"
+            out += ("两" if d == 2 and unit >= 1000 else digits[d]) + name
+            zero = False
+        elif out:
+            zero = True
+        n %= unit
+    return out[1:] if out.startswith("一十") else out
+
+
+def asr_noise(text: str, rng: random.Random) -> str:
+    """What a recogniser hands over: no punctuation, numbers as words, a filler now and then."""
+    import re
+
+    text = re.sub(r"\d+", lambda m: spoken_number(int(m.group(0))), text)
+    text = re.sub(r"[，,。？?！!、]", " " if rng.random() < 0.5 else "", text).strip()
+    return text
+
+
 def _cn(n: int) -> str:
     digits = "零一二三四五六七八九"
     if n % 1000 == 0 and n < 10000:
@@ -68,8 +102,9 @@ def _cn(n: int) -> str:
 class Caller:
     """A persona's side of one call."""
 
-    def __init__(self, persona: str, playbook: Playbook, rng: random.Random) -> None:
+    def __init__(self, persona: str, playbook: Playbook, rng: random.Random, noise: float = 0.0) -> None:
         self.persona = persona
+        self.noise = noise  # share of turns passed through `asr_noise`
         self.pb = playbook
         self.rng = rng
         self.goal = Goal(kind="quote")
@@ -209,6 +244,8 @@ class Caller:
             return None
         if self.rng.random() < 0.15 and not text.startswith(("喂", "嗯", "那个")):
             text = self.rng.choice(["嗯，", "那个，", "呃，"]) + text
+        if self.noise and self.rng.random() < self.noise:
+            text = asr_noise(text, self.rng) or text
         if self.goal.kind == "exit" and self.said_dnc_on is None:
             self.said_dnc_on = turn
         self.said.append(text)
@@ -317,7 +354,7 @@ class Caller:
         return sorted(needs - self.achieved)
 
 
-def make_caller(persona: str, playbook: Playbook, seed: int) -> Caller:
+def make_caller(persona: str, playbook: Playbook, seed: int, noise: float = 0.0) -> Caller:
     if persona not in PERSONAS:
         raise ValueError(f"unknown persona {persona!r}; known: {', '.join(PERSONAS)}")
-    return Caller(persona, playbook, random.Random(seed))
+    return Caller(persona, playbook, random.Random(seed), noise=noise)
