@@ -41,8 +41,13 @@ SIZING_FEATURES = frozenset({"concurrency"})
 STACK_LIMIT = 5
 HISTORY_LIMIT = 40
 
-_NEGATION_BEFORE = re.compile(r"(不要|不用|不需要|不想要|取消|去掉|去除|别要|不考虑|用不着|不必|删掉|拿掉|免了)[^，,。！!？?；;]{0,6}$")
-_NEGATION_AFTER = re.compile(r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算了|去掉|取消|就免了|不用了)")
+_NEGATION_BEFORE = re.compile(r"(不要|不用|不需要|不想要|取消|去掉|去除|别要|不考虑|用不着|不必|删掉|拿掉|免了|算了)[^，,。！!？?；;]{0,6}$")
+_NEGATION_AFTER = re.compile(
+    r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算了|去掉|取消|就免了|不用了|先不要|不考虑了"
+    r"|不(用|要|需要|必)(对接|集成|接入|打通|加|买|备份|做)了?)"
+)
+# "那专业版呢" / "换成企业版": the same question about another thing
+_ELLIPSIS = re.compile(r"(呢[?？]?$|换成|改成|换个|换一个|那.{1,8}[?？]$)")
 _CORRECTION = re.compile(r"(不是|不对|说错了|搞错了|改成|换成|改为|改一下|更正)")
 _DEMONSTRATIVE = re.compile(r"(刚才|刚刚|之前|前面|上一个|原来|最开始)?(那个|这个|这款|那款|这套|那套|这种|那种|该|它)")
 _EARLIER = ("刚才", "刚刚", "之前", "前面", "上一个", "原来", "最开始")
@@ -156,6 +161,10 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
     answered = s.expecting is not None and any(e.type == s.expecting for e in entities)
     if answered and prior_goal is not None and prior_goal not in tasks:
         tasks = [t for t in tasks if t not in ("product_inquiry", "feature_inquiry")] + [prior_goal]
+        intents = intents + [prior_goal]
+    elif (prior_goal is not None and prior_goal not in tasks and set(tasks) <= {"product_inquiry", "feature_inquiry"}
+          and entities and _ELLIPSIS.search(text)):
+        tasks = tasks + [prior_goal]
         intents = intents + [prior_goal]
     if "supplement_demand" in intents and s.intent_stack:
         # "另外还要异地备份": the need is added to the task under way, which stays on top
