@@ -81,6 +81,24 @@ class Settings(BaseSettings):
     tts_voice: str = Field(default="cmn", description="espeak-ng voice (cmn, yue), piper model path, or HTTP voice")
     tts_url: str | None = Field(default=None, description="HTTP TTS endpoint (tts_engine=http)")
     tts_speed: int = Field(default=170, ge=80, le=400, description="espeak-ng words per minute")
+    # --- telephony (connectors/, docs/telephony.md) ---
+    sip_host: str = Field(default="127.0.0.1", description="address the SIP user agent and RTP bind to")
+    sip_port: int = Field(default=5060, ge=0, le=65535, description="SIP UDP port (0 = any free port)")
+    sip_user: str = Field(default="dianxiao", description="user part of the agent's SIP address (and digest user)")
+    sip_password: str | None = Field(default=None, description="digest password toward the registrar/trunk")
+    sip_trunk: str | None = Field(default=None, description="HOST:PORT of the SIP trunk/registrar outbound calls go through")
+    sip_rtp_timeout_s: float = Field(default=15.0, gt=0, description="hang up after this long without RTP")
+    ws_host: str = Field(default="127.0.0.1", description="address the media-stream websocket server binds to")
+    ws_port: int = Field(default=8765, ge=0, le=65535)
+    ws_token: str | None = Field(default=None, description="token media-stream connections must present")
+    twilio_auth_token: str | None = Field(default=None, description="Twilio auth token (validates X-Twilio-Signature)")
+    ws_public_url: str | None = Field(default=None, description="public wss:// base URL given to the provider")
+    mqtt_host: str = Field(default="127.0.0.1")
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    crm_webhook_url: str | None = Field(default=None, description="where campaign outcomes are POSTed")
+    crm_webhook_secret: str | None = Field(default=None, description="HMAC-SHA256 key of the outcome webhook")
 
     @property
     def speech_models_dir(self) -> Path:
