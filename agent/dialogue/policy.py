@@ -22,6 +22,7 @@ STAGE_OF = {
     "ask_product": "discovery",
     "ask_needs": "discovery",
     "introduce_products": "discovery",
+    "unknown_product": "discovery",
     "answer_capacity": "discovery",
     "answer_feature": "recommendation",
     "answer_integration": "recommendation",
@@ -147,6 +148,9 @@ def _task_action(state: DialogueState, pb: Playbook, allow_fallback: bool = True
         return _integration(state, pb, product)
     if task == "feature_inquiry":
         return _feature(state, pb, product)
+    unknown = state.value("product") is not None and pb.product(state.value("product")) is None
+    if unknown and state.slots["product"].turn == state.turn:
+        return Action(name="unknown_product", params={"question": pb.slot_questions.get("product", "")})
     if task == "product_inquiry":
         if product is None:
             return Action(name="introduce_products", params={"slot": "product", "question": pb.slot_questions.get("product", "")})
@@ -173,7 +177,7 @@ def _resume(state: DialogueState, pb: Playbook) -> Action | None:
         return Action(name="resume", params={"slot": state.expecting, "question": pb.slot_questions.get(state.expecting, "")})
     if state.offer:
         return Action(name="resume", params={"offer": state.offer})
-    return None
+    return Action(name="ask_needs")
 
 
 def _safety_net(action: Action | None, state: DialogueState, pb: Playbook) -> Action:

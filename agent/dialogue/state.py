@@ -193,16 +193,19 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
     # Signals about the caller.
     if "do_not_call" in intents:
         s.do_not_call = True
-    objection = None
+    raised = []
     if "price_objection" in intents:
-        objection = "price"
-    elif "competitor_comparison" in intents or any(e.type == "competitor" for e in entities):
-        objection = "competitor"
-    elif objection_cue:
-        objection = objection_cue
+        raised.append("price")
+    if "competitor_comparison" in intents or any(e.type == "competitor" for e in entities):
+        raised.append("competitor")
+    if objection_cue and objection_cue not in raised:
+        raised.append(objection_cue)
+    # one answer per turn: a named rival's comparison also answers "too expensive"
+    objection = "competitor" if "competitor" in raised else (raised[0] if raised else None)
     s.turn_objection = objection
-    if objection and objection not in s.objections:
-        s.objections.append(objection)
+    for o in raised:
+        if o not in s.objections:
+            s.objections.append(o)
     if objection == "price" or "budget" in s.slots or re.search(r"性价比|便宜|实惠|划算|省钱", text):
         s.preferences["price_sensitive"] = True
     if s.value("features"):
