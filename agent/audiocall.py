@@ -253,3 +253,53 @@ def heard_text(reply: ev.BotReply, heard_ms: int, total_ms: int) -> str:
     n = round(len(reply.text) * min(1.0, heard_ms / total_ms))
     return reply.text[:n]
 
+
+
+# Two real recorded Mandarin utterances from the shared clips (AISHELL-1, Apache-2.0), used by
+# `dianxiao demo --audio` when no caller WAVs are given.  They are read news sentences, not a
+# sales caller: the demo shows the audio path working, not a sensible conversation.
+DEMO_CLIPS = ("mandarin/BAC009S0764W0121.wav", "mandarin/BAC009S0002W0122.wav")
+
+
+def default_demo_wavs() -> list[Path]:
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
+    wavs = [shared / c for c in DEMO_CLIPS]
+    missing = [str(w) for w in wavs if not w.exists()]
+    if missing:
+        raise FileNotFoundError(f"demo caller audio not found ({', '.join(missing)}): pass your own WAV files")
+    return wavs
+
+
+async def run_audio_demo(
+    settings: object,
+    caller_wavs: Sequence[Path] | None = None,
+    *,
+    out_wav: Path | None = None,
+    speed: float = 1.0,
+    verbose: bool = False,
+) -> str:
+    """The spine's demo on audio: caller WAVs -> VAD -> ASR -> NLU -> DST -> policy -> TTS ->
+    reply WAV, on the configured bus, everything in the call log.  Returns the call id; the
+    reply WAV (bot side as heard) goes to `out_wav` or DATA/<call_id>-reply.wav."""
+    from agent.bus import make_bus
+    from agent.pipeline import AUDIO_STAGES
+    from agent.testing import running_pipeline
+
+    wavs = list(caller_wavs) if caller_wavs else default_demo_wavs()
+    bus = make_bus(settings)  # type: ignore[arg-type]
+    await bus.start()
+    try:
+        async with running_pipeline(bus, settings, AUDIO_STAGES):  # type: ignore[arg-type]
+            call = await run_audio_call(bus, wavs, speed=speed, direction="simulated", campaign="demo-audio")
+    finally:
+        await bus.close()
+    target = out_wav or Path(settings.data_dir) / f"{call.call_id}-reply.wav"  # type: ignore[attr-defined]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    call.write_wav(target)
+    if verbose:
+        for t in call.transcripts:
+            print(f"caller  [{t.turn}] {t.text}")
+        for r in call.replies:
+            print(f"bot     [{r.turn}] {r.text}")
+        print(f"bot audio played: {call.bot_audio_ms() / 1000:.1f} s -> {target}")
+    return call.call_id

@@ -9,6 +9,7 @@ from agent.cli.app import app
 
 _COMMAND_MODULES = (
     "agent.cli.core",
+    "agent.cli.speech_cmds",
     "agent.cli.console_cmds",
     "agent.cli.nlu_cmds",
     "agent.cli.dialogue_cmds",

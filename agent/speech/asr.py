@@ -102,6 +102,11 @@ class FasterWhisperEngine:
         prompt_text = hotword_prompt(hotwords, self.initial_prompt)
         if self.short_window and len(audio) <= 29 * PIPELINE_RATE:
             raw, lang, lang_prob, logprob = self._decode_short(audio, prompt_text)
+            if _looks_degenerate(raw):
+                # Whisper's own rule (compression ratio > 2.4 means a loop): fall back to the
+                # 30 s window with faster-whisper's temperature fallback.
+                log.info("short-window decode looped; retrying with the full window", text=raw[:60])
+                raw, lang, lang_prob, logprob = self._decode_full(audio, prompt_text)
         else:
             raw, lang, lang_prob, logprob = self._decode_full(audio, prompt_text)
         if lang == "zh" and looks_cantonese(raw):
@@ -147,7 +152,7 @@ class FasterWhisperEngine:
         prompt += [tk.sot, tk.language, tk.transcribe, tk.no_timestamps]
         seconds = len(audio) / PIPELINE_RATE
         # Bound the output by what a person can say in the audio: a looping hallucination stops.
-        max_new = int(12 + 12 * seconds)
+        max_new = int(10 + 9 * seconds)
         result = self.model.model.generate(
             enc, [prompt], beam_size=self.beam_size, max_length=min(448, len(prompt) + max_new),
             return_scores=True, suppress_blank=True, suppress_tokens=[-1],
@@ -167,6 +172,18 @@ class FasterWhisperEngine:
         scores = {c: probs.get(f"<|{c}|>", 0.0) for c in candidates}
         best = max(scores, key=scores.__getitem__)
         return best, scores[best] / (sum(scores.values()) or 1.0)
+
+
+def _looks_degenerate(text: str) -> bool:
+    """A decoding loop: the text is one phrase said over and over, or compresses too well."""
+    import zlib
+
+    t = text.replace(" ", "")
+    for period in range(4, len(t) // 2 + 1):
+        if all(t[i] == t[i - period] for i in range(period, len(t))):
+            return True
+    raw = t.encode()
+    return len(raw) > 24 and len(raw) / len(zlib.compress(raw)) > 2.4
 
 
 def make_engine(

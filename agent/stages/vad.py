@@ -154,11 +154,15 @@ class VadStage(Stage):
                 log.info("barge-in", call_id=ctx.call_id, reply=st.bot_reply, heard_ms=heard)
             return out
         if tev.kind == "pause":
+            # The partial goes first, so that an ASR running in another process decodes it
+            # while Smart Turn thinks; if the turn is over, the final segment has the same
+            # audio and the ASR reuses that decode.
+            out = [Emit(topics.SPEECH, self._segment(st, tev, make, final=False))]
             if self.smart_turn is not None:
                 audio = st.ring.slice(_sample(tev.start_ms), _sample(tev.end_ms))
                 if self.smart_turn.complete_probability(audio) >= self.params.turn_complete:
-                    return self._emit_turn(st, end_turn(st.turn, self.params, "smart_turn"), cause, ctx, index)
-            return [Emit(topics.SPEECH, self._segment(st, tev, make, final=False))]
+                    out += self._emit_turn(st, end_turn(st.turn, self.params, "smart_turn"), cause, ctx, index)
+            return out
         if tev.kind == "end":
             seg = self._segment(st, tev, make, final=True)
             st.caller_turns += 1

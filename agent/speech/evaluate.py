@@ -1,0 +1,183 @@
+"""ASR evaluation on a manifest of (audio, text[, language]) lines: CER per clip, per language
+and overall (number-normalised, punctuation-free, simplified), real-time factor, and the time
+from the end of speech to the final transcript through the real VAD/turn-taking stage.
+
+CER is edit distance / reference length on `textnorm.for_cer` of both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent import events as ev
+from agent.speech.asr import AsrEngine
+from agent.speech.codec import phone_round_trip
+from agent.speech.frames import pcm_to_ulaw_frames
+from agent.speech.textnorm import for_cer
+from agent.stages.base import CallContext
+
+
+def edit_distance(ref: str, hyp: str) -> int:
+    """Levenshtein distance over characters (two-row DP; strings here are < 200 chars)."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+@dataclass
+class ClipResult:
+    audio: str
+    language: str
+    duration_s: float
+    ref: str
+    hyp: str
+    hyp_8k: str
+    errors: int
+    errors_8k: int
+    ref_chars: int
+    decode_ms: float
+    detected_language: str
+    final_ms: float | None = None  # end of speech -> final transcript (8 kHz line, VAD + ASR)
+    endpoint_wait_ms: float | None = None
+    final_text: str | None = None
+
+    @property
+    def cer(self) -> float:
+        return self.errors / max(1, self.ref_chars)
+
+    @property
+    def cer_8k(self) -> float:
+        return self.errors_8k / max(1, self.ref_chars)
+
+
+@dataclass
+class Report:
+    clips: list[ClipResult] = field(default_factory=list)
+
+    def _cer(self, clips: list[ClipResult], attr: str) -> float:
+        return sum(getattr(c, attr) for c in clips) / max(1, sum(c.ref_chars for c in clips))
+
+    def summary(self, model: str = "") -> dict[str, Any]:
+        langs = sorted({c.language for c in self.clips})
+        finals = [c.final_ms for c in self.clips if c.final_ms is not None]
+        short = [c.final_ms for c in self.clips if c.final_ms is not None and c.duration_s <= 6.0]
+        audio_s = sum(c.duration_s for c in self.clips)
+        return {
+            "model": model,
+            "clips": len(self.clips),
+            "audio_s": round(audio_s, 1),
+            "per_language": {
+                lang: {
+                    "clips": sum(c.language == lang for c in self.clips),
+                    "cer": round(self._cer([c for c in self.clips if c.language == lang], "errors"), 4),
+                    "cer_8k": round(self._cer([c for c in self.clips if c.language == lang], "errors_8k"), 4),
+                    "language_id_accuracy": round(
+                        sum(c.detected_language == lang for c in self.clips if c.language == lang)
+                        / max(1, sum(c.language == lang for c in self.clips)), 3),
+                }
+                for lang in langs
+            },
+            "final_p50_ms_le6s": round(_pct(short, 50), 1) if short else None,
+            "final_p95_ms": round(_pct(finals, 95), 1) if finals else None,
+            "cer": round(self._cer(self.clips, "errors"), 4),
+            "cer_8k": round(self._cer(self.clips, "errors_8k"), 4),
+            "rtf": round(sum(c.decode_ms for c in self.clips) / 1000 / max(audio_s, 1e-9), 3),
+            "final_p50_ms": round(_pct(finals, 50), 1) if finals else None,
+        }
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if len(xs) == 1:
+        return xs[0]
+    return float(np.percentile(np.array(xs), q))
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not JSON: {exc}") from None
+        if "audio" not in item or "text" not in item:
+            raise ValueError(f"{path}:{n}: needs 'audio' and 'text'")
+        item["_path"] = (path.parent / item["audio"]).resolve()
+        items.append(item)
+    return items
+
+
+def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16k: np.ndarray,
+                  hotwords: Iterable[str] = ()) -> tuple[float, float, str] | None:
+    """Stream the clip (as 8 kHz mu-law frames) plus 2 s of silence through a fresh VAD stage;
+    for the last final segment return (end of speech -> final transcript ms, of which endpoint
+    wait ms, final text).  End of speech = end of the last speech window; the wait is media
+    time (the silence the turn-taker needed), the rest is measured compute (Smart Turn +
+    Whisper decode of the final segment)."""
+    stage = vad_stage_factory()
+    ctx = CallContext(call_id="eval", state=stage.new_state("eval"))
+    audio = np.concatenate([pcm16k, np.zeros(32000, dtype=np.int16)])
+    last: tuple[float, float, str] | None = None
+    for i, payload in enumerate(pcm_to_ulaw_frames(audio, 16000)):
+        t0 = time.perf_counter()
+        out = stage.handle(ev.AudioFrame(call_id="eval", codec="pcmu8k", frame_index=i, payload=payload), ctx)
+        vad_ms = (time.perf_counter() - t0) * 1000
+        for emit in out:
+            seg = emit.event
+            if isinstance(seg, ev.SpeechSegment) and seg.final:
+                speech_end_ms = seg.end_ms - stage.params.tail_ms
+                wait_ms = (i + 1) * ev.FRAME_MS - speech_end_ms
+                res = engine.transcribe(np.frombuffer(seg.audio_pcm16, dtype="<i2"), list(hotwords))
+                last = (wait_ms + vad_ms + res.decode_ms, wait_ms, res.text)
+    return last
+
+
+def evaluate(
+    items: list[dict[str, Any]], engine: AsrEngine, *, vad_stage_factory: Callable[[], Any] | None = None,
+    hotwords: Iterable[str] = (), progress: Callable[[ClipResult], None] | None = None,
+) -> Report:
+    from agent.audiocall import read_wav
+    from agent.speech.codec import resample
+
+    report = Report()
+    terms = list(hotwords)
+    for item in items:
+        pcm, rate = read_wav(item["_path"])
+        if rate != 16000:
+            pcm = resample(pcm, rate, 16000)
+        ref = for_cer(item["text"])
+        r16 = engine.transcribe(pcm, terms)
+        r8 = engine.transcribe(phone_round_trip(pcm), terms)
+        clip = ClipResult(
+            audio=item["audio"], language=item.get("language", "zh"), duration_s=len(pcm) / 16000, ref=ref,
+            hyp=for_cer(r16.text), hyp_8k=for_cer(r8.text), errors=edit_distance(ref, for_cer(r16.text)),
+            errors_8k=edit_distance(ref, for_cer(r8.text)), ref_chars=len(ref), decode_ms=r16.decode_ms,
+            detected_language=r16.language,
+        )
+        if vad_stage_factory is not None:
+            timing = time_to_final(vad_stage_factory, engine, pcm, terms)
+            if timing:
+                clip.final_ms, clip.endpoint_wait_ms, clip.final_text = timing
+        report.clips.append(clip)
+        if progress:
+            progress(clip)
+    return report
+
+
+def clip_line(c: ClipResult) -> dict[str, Any]:
+    d = asdict(c)
+    d.update(cer=round(c.cer, 4), cer_8k=round(c.cer_8k, 4))
+    return d

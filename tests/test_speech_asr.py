@@ -1,0 +1,153 @@
+"""Speech recognition on real recorded Mandarin: the offline Whisper base model, transcripts in
+simplified characters with digits, partials that do not flicker, hot-words, and the evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent import events as ev
+from agent.speech.codec import phone_round_trip
+from agent.speech.evaluate import edit_distance, evaluate, read_manifest
+from agent.speech.textnorm import for_cer, normalise_transcript
+from agent.stages.asr import AsrStage, stable_prefix
+from agent.stages.base import CallContext
+from tests.speech_helpers import CLIPS, MODELS, load_clip, manifest
+
+
+@pytest.fixture(scope="module")
+def engine():
+    pytest.importorskip("faster_whisper", reason="the speech extra is not installed")
+    from agent.speech.asr import make_engine
+    from agent.speech.assets import AssetError
+
+    try:
+        return make_engine("faster-whisper", "whisper-base", MODELS)
+    except AssetError as exc:
+        pytest.skip(str(exc))
+
+
+# --- text normalisation (no model needed) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spoken", "published"),
+    [
+        ("我要一千并发的", "我要1000并发的"),
+        ("百分之八十是危险临界点", "80%是危险临界点"),
+        ("一点五倍以上是安全的", "1.5倍以上是安全的"),
+        ("我的电话是一三八零零一三八零零零", "我的电话是13800138000"),  # digit by digit, not a quantity
+        ("幺三八零零一三八零零零", "13800138000"),
+        ("统一一下，一些问题", "统一一下，一些问题"),  # words with 一 stay words
+        ("大概三四个人", "大概三四个人"),
+        ("而中國目前實際是十一倍", "而中国目前实际是11倍"),
+        ("两千块", "2000块"),
+    ],
+)
+def test_transcripts_are_simplified_with_spoken_numbers_as_digits(spoken, published):
+    assert normalise_transcript(spoken) == published
+
+
+def test_cer_form_ignores_punctuation_script_and_number_style():
+    assert for_cer("自六月底，呼和浩特市。") == for_cer("自6月底呼和浩特市")
+    assert for_cer("1.5倍") == for_cer("一点五倍")
+    assert edit_distance("限购", "线构") == 2 and edit_distance("", "ab") == 2 and edit_distance("abc", "abc") == 0
+
+
+def test_partials_expose_only_the_prefix_two_hypotheses_agree_on():
+    assert stable_prefix("", "我想要一个") == ""
+    assert stable_prefix("我想要一个", "我想要一个性价比") == "我想要一个"
+    assert stable_prefix("我想药", "我想要一个") == "我想"
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+def test_whisper_base_is_assembled_from_its_two_packages(engine):
+    d = MODELS / "whisper-base-ct2"
+    assert (d / "model.bin").stat().st_size > 140_000_000
+    assert {p.name for p in d.iterdir()} >= {"config.json", "tokenizer.json", "vocabulary.txt", "model.bin"}
+
+
+def test_a_real_mandarin_recording_is_transcribed_in_simplified_chinese_with_digits(engine):
+    # AISHELL-1 BAC009S0002W0125 "而中国目前实际是十一倍": Whisper base writes 實際 in
+    # traditional characters and the number in digits; we publish simplified + digits.
+    name = next(i["audio"] for i in manifest() if i["text"] == "而中国目前实际是十一倍")
+    res = engine.transcribe(load_clip(Path(name).name))
+    assert res.text == "而中国目前实际是11倍"
+    assert res.language == "zh" and res.audio_ms > 3000
+
+
+def test_short_window_decoding_matches_the_30s_window_on_real_clips(engine):
+    from agent.speech.asr import FasterWhisperEngine
+
+    full = FasterWhisperEngine.__new__(FasterWhisperEngine)
+    full.__dict__.update(engine.__dict__, short_window=False)
+    items = manifest()[:3]
+    errs_short = errs_full = chars = 0
+    for item in items:
+        pcm = load_clip(Path(item["audio"]).name)
+        ref = for_cer(item["text"])
+        errs_short += edit_distance(ref, for_cer(engine.transcribe(pcm).text))
+        errs_full += edit_distance(ref, for_cer(full.transcribe(pcm).text))
+        chars += len(ref)
+    assert errs_short / chars <= errs_full / chars + 0.05
+
+
+def test_hot_words_go_into_the_prompt_and_the_playbook_supplies_them(engine):
+    from agent.settings import Settings
+    from agent.speech.asr import hotword_prompt
+    from agent.speech.factories import hotwords
+
+    assert hotword_prompt(["ERP", "SaaS", "ERP", " 并发 "], "以下是销售电话。") == "ERP，SaaS，并发。以下是销售电话。"
+    terms = hotwords(Settings(asr_hotwords=["一千并发"]))
+    assert terms[0] == "一千并发" and len(terms) > 1 and all("_" not in t for t in terms)
+    res = engine.transcribe(load_clip("BAC009S0764W0121.wav"), terms)  # still a transcript
+    assert len(res.text) >= 8
+
+
+def test_the_asr_stage_turns_a_pause_into_a_partial_and_the_end_into_a_final(engine):
+    stage = AsrStage(engine, hotwords=[])
+    ctx = CallContext(call_id="c1", state=stage.new_state("c1"))
+    pcm = load_clip("BAC009S0764W0121.wav")
+    half = pcm[: len(pcm) // 2].astype("<i2").tobytes()
+    whole = pcm.astype("<i2").tobytes()
+    seg = lambda audio, final, end: ev.SpeechSegment(  # noqa: E731
+        call_id="c1", turn=1, start_ms=0, end_ms=end, final=final, audio_pcm16=audio)
+    (p1,) = stage.handle(seg(half, False, 2100), ctx)
+    (p2,) = stage.handle(seg(whole, False, 4200), ctx)
+    assert isinstance(p1.event, ev.TranscriptPartial) and p1.event.stable_prefix == ""
+    assert p2.event.text.startswith(p2.event.stable_prefix)
+    (final,) = stage.handle(seg(whole, True, 4200), ctx)  # same audio: the partial's decode is reused
+    assert isinstance(final.event, ev.TranscriptFinal) and final.event.text == p2.event.text
+    assert final.event.turn == 1 and final.event.asr_model == engine.name and final.event.audio_ms > 4000
+    # bad audio is an error for the runner's dead-letter path, not a crash
+    with pytest.raises(ValueError):
+        stage.handle(seg(b"\x00" * 3, True, 10), ctx)
+    assert stage.handle(seg(b"", True, 0), ctx) == []  # nothing said: nothing published
+
+
+def test_eval_reports_cer_at_16k_and_on_the_phone_line_for_real_clips(engine, tmp_path):
+    items = read_manifest(CLIPS / "manifest.jsonl")
+    chosen = [i for i in items if i["language"] == "zh"][:2] + [i for i in items if i["language"] == "yue"][:1]
+    report = evaluate(chosen, engine)
+    s = report.summary(engine.name)
+    assert s["clips"] == 3 and set(s["per_language"]) == {"zh", "yue"}
+    assert 0 <= s["cer"] < 0.6 and 0 <= s["cer_8k"] < 0.7 and 0 < s["rtf"] < 2
+    assert all(len(c.hyp) > 0 for c in report.clips)
+    # a manifest line without text is refused with the line number
+    bad = tmp_path / "m.jsonl"
+    bad.write_text(json.dumps({"audio": "x.wav"}) + "\n")
+    with pytest.raises(ValueError, match="m.jsonl:1"):
+        read_manifest(bad)
+
+
+def test_phone_line_audio_still_transcribes(engine):
+    pcm = load_clip("BAC009S0764W0122.wav")
+    ref = for_cer(next(i["text"] for i in manifest() if i["audio"].endswith("BAC009S0764W0122.wav")))
+    hyp = for_cer(engine.transcribe(phone_round_trip(pcm)).text)
+    assert edit_distance(ref, hyp) / len(ref) < 0.5
+    assert np.abs(phone_round_trip(pcm)).max() > 0
