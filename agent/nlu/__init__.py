@@ -27,6 +27,12 @@ class Understander(Protocol):
 
 
 def load_understander(model_dir: str | None = None) -> Understander:
+    """The rules alone, or (model_dir set) the trained ONNX model with the rules as fallback.
+    A model directory that cannot be loaded is an error here, at start-up, not per event."""
     from agent.nlu.rules import RuleUnderstander
 
-    return RuleUnderstander()
+    if not model_dir:
+        return RuleUnderstander()
+    from agent.nlu.model import ModelUnderstander
+
+    return ModelUnderstander(model_dir)

@@ -1,0 +1,84 @@
+"""The trained intent model at run time: ONNX Runtime (INT8) + the tokenizer, no torch.
+
+`ModelUnderstander` puts the model in front of the rules: the model decides the intents when it
+is confident (some intent over its calibrated threshold), the rules decide otherwise and for
+the compliance intents (do_not_call, request_human, ask_if_robot are never left to a model's
+miss), and entities always come from the rules + lexicon.  `decided_by` records which path
+chose the intents."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from agent.events import Intent
+from agent.nlu import NluOutput
+from agent.nlu.rules import RuleUnderstander
+
+SAFETY_INTENTS = ("do_not_call", "request_human", "ask_if_robot")
+_HAS_WORD = re.compile(r"[\w\u3400-\u9fff]")
+
+
+class ModelError(RuntimeError):
+    """A model directory that cannot be used (missing files, wrong format)."""
+
+
+class OnnxIntentModel:
+    def __init__(self, model_dir: str | Path, threads: int = 2) -> None:
+        d = Path(model_dir)
+        meta_path = d / "meta.json"
+        if not meta_path.exists():
+            raise ModelError(f"{d}: no meta.json (train one with `dianxiao nlu-train --out {d}`)")
+        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if self.meta.get("format") != "dianxiao-nlu-onnx/1":
+            raise ModelError(f"{d}: unknown model format {self.meta.get('format')!r}")
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ModelError("the trained NLU needs the nlu extra (onnxruntime, tokenizers)") from exc
+        self.labels: list[str] = self.meta["labels"]
+        self.thresholds = np.array([self.meta["thresholds"][n] for n in self.labels], dtype=np.float32)
+        self.version: str = self.meta["version"]
+        self.max_len = int(self.meta.get("max_len", 64))
+        self.tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        self.tok.enable_truncation(self.max_len)
+        self.tok.no_padding()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(d / self.meta["onnx"]), opts, providers=["CPUExecutionProvider"])
+
+    def probs(self, text: str, context: Sequence[str] = ()) -> np.ndarray:
+        pair = context[-1] if context else None
+        enc = self.tok.encode(text or " ", pair) if pair else self.tok.encode(text or " ")
+        ids = np.array([enc.ids], dtype=np.int64)
+        mask = np.array([enc.attention_mask], dtype=np.int64)
+        return self.session.run(["probs"], {"input_ids": ids, "attention_mask": mask})[0][0]
+
+
+class ModelUnderstander:
+    def __init__(self, model_dir: str | Path, rules: RuleUnderstander | None = None) -> None:
+        self.model = OnnxIntentModel(model_dir)
+        self.rules = rules or RuleUnderstander()
+        self.version = self.model.version
+
+    def understand(self, text: str, context: Sequence[str] = ()) -> NluOutput:
+        ruled = self.rules.understand(text, context)
+        if not _HAS_WORD.search(text or ""):
+            return NluOutput(ruled.intents, ruled.entities, "rule", self.version)
+        p = self.model.probs(text[:2000], tuple(context))
+        chosen = {n: float(p[i]) for i, n in enumerate(self.model.labels) if p[i] >= self.model.thresholds[i]}
+        chosen.pop("other", None) if len(chosen) > 1 else None
+        if not chosen:  # nothing over its threshold: low confidence, the rules decide
+            return NluOutput(ruled.intents, ruled.entities, "rule", self.version)
+        for i in ruled.intents:
+            if i.name in SAFETY_INTENTS and i.name not in chosen:
+                chosen[i.name] = i.score
+        intents = [Intent(name=n, score=round(s, 3)) for n, s in chosen.items()]
+        return NluOutput(intents, ruled.entities, "model", self.version)
