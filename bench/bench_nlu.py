@@ -1,0 +1,77 @@
+"""NLU latency per utterance (rules, and the trained model when --model is given), model size
+and RAM, as JSON lines:  {"metric": ..., "value": ..., "unit": ..., ...}
+
+    python bench/bench_nlu.py [--model .dianxiao/nlu-model] [--data data/nlu/test.jsonl] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def emit(metric: str, value: float, unit: str, **extra) -> None:
+    print(json.dumps({"metric": metric, "value": round(value, 3), "unit": unit, **extra}, ensure_ascii=False), flush=True)
+
+
+def bench(name: str, und, examples, repeat: int) -> None:
+    for e in examples[:20]:  # warm caches (pinyin, ORT arena)
+        und.understand(e.text, e.context)
+    lat = []
+    for _ in range(repeat):
+        for e in examples:
+            t0 = time.perf_counter()
+            und.understand(e.text, e.context)
+            lat.append((time.perf_counter() - t0) * 1000)
+    emit("nlu_latency_p50", _pct(lat, 0.5), "ms", understander=name, n=len(lat))
+    emit("nlu_latency_p95", _pct(lat, 0.95), "ms", understander=name, n=len(lat))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "nlu" / "test.jsonl")
+    ap.add_argument("--repeat", type=int, default=1)
+    a = ap.parse_args()
+    from agent.nlu.evaluate import load_examples
+    from agent.nlu.rules import RuleUnderstander
+
+    examples = load_examples(a.data)
+    rss0 = _rss_mb()
+    rules = RuleUnderstander()
+    bench("rules", rules, examples, a.repeat)
+    emit("nlu_rss", _rss_mb(), "MB", understander="rules", note="whole process after loading")
+    if a.model:
+        from agent.nlu.model import ModelUnderstander
+
+        t0 = time.perf_counter()
+        model = ModelUnderstander(a.model, rules=rules)
+        emit("nlu_model_load", (time.perf_counter() - t0) * 1000, "ms")
+        size = sum(p.stat().st_size for p in a.model.iterdir() if p.is_file()) / 1e6
+        emit("nlu_model_files", size, "MB", path=str(a.model))
+        bench("model", model, examples, a.repeat)
+        emit("nlu_rss", _rss_mb(), "MB", understander="model", rss_before_load_mb=round(rss0, 1))
+
+
+if __name__ == "__main__":
+    main()
