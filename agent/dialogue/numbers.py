@@ -55,3 +55,25 @@ def numbers_in(text: str) -> list[int | float]:
         if val is not None:
             out.append(val)
     return out
+
+
+_NOT_A_COUNT = "共下起样直定般些点年月天会遍次周切半"
+
+
+def quantities_in(text: str, single_digits: bool = False) -> list[int]:
+    """Numbers that can be an answer to "how many": Arabic numbers, and Chinese ones with a unit
+    or several digits (一万七千, 两千, 十五) - not the 一 of 一共/一下/一年.  With
+    `single_digits` ("是六不是三"), lone digits count too unless a word like 一共 follows."""
+    out = [int(v) for m in _ARABIC.finditer(text) for v in numbers_in(m.group(0)) if v >= 1]
+    for m in _CHINESE.finditer(text):
+        word = m.group(0)
+        if len(word) == 1 and word not in "十百千万":
+            nxt = text[m.end() : m.end() + 1]
+            if not single_digits or (nxt and nxt in _NOT_A_COUNT) or word in "万亿":
+                continue
+        if re.search(r"\d", text[max(0, m.start() - 1) : m.start()]):
+            continue  # the unit of an Arabic number ("2万"), already counted
+        val = chinese_to_int(word)
+        if val and val >= 1:
+            out.append(val)
+    return out

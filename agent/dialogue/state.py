@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.dialogue.numbers import numbers_in
+from agent.dialogue.numbers import numbers_in, quantities_in
 from agent.events import Entity, NluResult
 
 # Intents that carry a task the caller wants done (they go on the stack);
@@ -371,22 +371,24 @@ def _context_entities(s: DialogueState, text: str, entities: list[Entity], inten
         return entities
     if set(intents) & {"do_not_call", "not_interested", "request_human"}:
         return entities
-    others = [e for e in entities if e.type in NUMERIC_SLOTS and e.type != want]
-    if others and len(others) == 1 and others[0].type == "quantity":
-        # the NLU could only tell "a number"; the question says which
+    money = re.search(r"块|元|钱|预算", text)
+    # only a unitless count or an amount without money words can be the answer; 两年 stays a term
+    others = [e for e in entities if (e.type == "quantity" or (e.type == "budget" and not money)) and e.type != want]
+    nums = quantities_in(text)
+    if others:
+        # the NLU could only tell "a number" (or took it for money); the question says which
         e = others[0]
-        return [x for x in entities if x is not e] + [Entity(type=want, value=e.value, text=e.text, start=e.start, end=e.end)]
-    if not any(e.type in NUMERIC_SLOTS for e in entities):
-        nums = [n for n in numbers_in(text) if n >= 1]
-        if nums:
-            return entities + [Entity(type=want, value=int(nums[-1]), text="__context__")]
+        value = nums[0] if len(nums) == 1 else e.value
+        return [x for x in entities if x is not e] + [Entity(type=want, value=value, text=e.text, start=e.start, end=e.end)]
+    if not any(e.type in NUMERIC_SLOTS for e in entities) and nums:
+        return entities + [Entity(type=want, value=int(nums[-1]), text="__context__")]
     return entities
 
 
 def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> list[Entity]:
     """"不是4000，是8000" / "改成9000" with no unit: the number replaces the numeric slot it
     corrects (the one holding the 不是 value, else the one set most recently)."""
-    nums = [int(n) for n in numbers_in(text) if n >= 1]
+    nums = quantities_in(text, single_digits=True)
     held = {slot: s.value(slot) for slot in NUMERIC_SLOTS if s.value(slot) is not None}
     if not nums or not held:
         return entities

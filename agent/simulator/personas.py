@@ -52,7 +52,8 @@ def _names(product: Product) -> list[str]:
 
 def _size_phrase(rng: random.Random, product: Product, n: int) -> str:
     if product.sizing_slot == "concurrency":
-        return rng.choice([f"{n}并发", f"大概{n}并发", f"{_cn(n)}并发左右", f"同时在线{n}人左右，就是{n}并发"])
+        return rng.choice([f"{n}并发", f"大概{n}并发", f"{_cn(n)}并发左右", f"同时在线{n}人左右，就是{n}并发",
+                           f"高峰期大概{n}个人同时用", f"{spoken_number(n)}左右吧", f"差不多{n}个并发用户"])
     return rng.choice([f"{n}条产线", f"大概{n}台设备", f"{n}套"]) if n < 100 else rng.choice([f"{n}台设备", f"大概{n}台设备"])
 
 
@@ -154,7 +155,8 @@ class Caller:
         if p == "price_sensitive":
             self.needs = {"right_quote", "objection_answered"}
             self.moves = [
-                r.choice([f"{name}多少钱一年", f"你们{name}怎么收费", f"{name}什么价位", f"想问下{name}的价格"]) + extra_need,
+                r.choice([f"{name}多少钱一年", f"你们{name}怎么收费", f"{name}什么价位", f"想问下{name}的价格",
+                          f"你们那个{name}贵不贵", f"{name}一年要多少钱啊", f"喂，{name}怎么卖的"]) + extra_need,
                 "@price_objection",
                 "@accept",
             ]
