@@ -101,3 +101,30 @@ def test_preferences_and_objections_are_recorded(call):
 def test_do_not_call_is_sticky(call):
     call.say("别再给我打电话了", ["do_not_call"])
     assert call.state.do_not_call and call.state.stage == "exit"
+
+
+def test_a_correction_without_units_fixes_the_number_it_names(call):
+    call.say("云服务器3000并发", ["product_inquiry"], [("product", "cloud_server"), ("concurrency", 3000)])
+    call.say("说错了，是六千不是三千", ["deny"])
+    assert call.state.value("concurrency") == 6000
+    assert call.state.slot_history[-1].old == 3000
+
+
+def test_the_one_of_yigong_is_not_an_answer_to_how_many(call):
+    call.say("我想了解下云服务器", ["product_inquiry"], [("product", "cloud_server")])
+    call.say("那一共多少钱", ["price_inquiry"])
+    assert call.state.value("concurrency") is None
+    assert call.actions[-1].name == "ask_slot"
+
+
+def test_a_term_is_not_taken_for_the_size_the_bot_asked_for(call):
+    call.say("SaaS多少钱", ["price_inquiry"], [("product", "saas")])
+    call.say("要两年的话呢", ["price_inquiry"], [("term", 24)])
+    assert call.state.value("term") == 24 and call.state.value("concurrency") is None
+
+
+def test_a_filler_nage_is_not_a_reference(call):
+    call.say("你们的SaaS能支持多少并发？", ["feature_inquiry"], [("product", "saas")])
+    call.say("那个，大概1000并发", ["feature_inquiry"], [("concurrency", 1000)])
+    assert call.state.value("plan") is None
+    assert "标准版" in call.replies[-1].text  # the plan that carries 1000, not the one named before
