@@ -15,9 +15,12 @@ FRAME_S = 0.020
 
 
 class FramePacer:
-    def __init__(self, send: Callable[[bytes], None], *, frame_s: float = FRAME_S) -> None:
+    def __init__(self, send: Callable[[bytes], None], *, frame_s: float = FRAME_S, prebuffer_s: float = 0.04) -> None:
         self._send = send
         self._frame_s = frame_s
+        # After silence, wait this long (or for this much audio) before the first frame, so that
+        # frames arriving with jitter (a stage's batch, a busy loop) play without a gap.
+        self._prebuffer_s = prebuffer_s
         self._queue: collections.deque[bytes] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +71,9 @@ class FramePacer:
                 continue
             now = loop.time()
             if next_at is None or now > next_at + self._frame_s:
-                next_at = now  # idle or late by more than a frame: restart the clock
+                # idle (or late by more than a frame): restart the clock after the prebuffer
+                queued_s = len(self._queue) * self._frame_s
+                next_at = now + max(0.0, self._prebuffer_s - queued_s + self._frame_s)
                 self._last_sent = None
             if next_at > now:
                 await asyncio.sleep(next_at - now)
