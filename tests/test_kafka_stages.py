@@ -25,7 +25,7 @@ from agent.bus.kafka import KafkaBus
 from agent.settings import Settings
 from agent.testing import running_pipeline
 from agent.textcall import ReplyWaiter, run_text_call
-from kafka_broker import Broker, start_tansu, tansu_broker  # noqa: F401  (fixture)
+from kafka_broker import Broker, free_port, start_tansu, tansu_broker  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.kafka
 
@@ -186,7 +186,7 @@ async def test_stages_as_processes_scale_out_and_survive_a_killed_member(tansu_b
 
 async def test_a_broker_that_goes_away_is_a_clear_error_not_a_hang() -> None:
     with start_tansu() as broker:
-        bus = kafka_bus_for(broker, "gone.", broker_timeout_s=2.0)
+        bus = kafka_bus_for(broker, "gone.", broker_timeout_s=1.0)
         await bus.start()
         consumer = bus.consumer("g-gone", ["gone.topic"])
         await consumer.start()
@@ -208,3 +208,11 @@ async def test_an_idempotent_producer_on_tansu_fails_with_advice() -> None:
         bus = KafkaBus(broker.bootstrap, idempotent=True, create_topics=(), broker_timeout_s=3.0)
         with pytest.raises(BusError, match="kafka_idempotent=false"):
             await bus.start()
+
+
+async def test_no_broker_at_the_address_is_a_clear_error_at_start() -> None:
+    bus = KafkaBus(f"127.0.0.1:{free_port()}", idempotent=False, create_topics=(), broker_timeout_s=3.0)
+    started = time.monotonic()
+    with pytest.raises(BusError, match="127.0.0.1"):
+        await bus.start()
+    assert time.monotonic() - started < 10

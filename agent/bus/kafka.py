@@ -101,18 +101,21 @@ class KafkaBus(Bus):
     async def start(self) -> None:
         if self._producer is not None:
             return
+        try:
+            await self._connect()
+        except BusError:
+            await self.close()  # whatever did start must not leak
+            raise
+
+    async def _connect(self) -> None:
         common = {"bootstrap_servers": self.bootstrap, "request_timeout_ms": int(self.broker_timeout_s * 1000)}
-        admin = AIOKafkaAdminClient(**common)
-        await self._bounded("connecting (admin)", admin.start())
-        self._admin = admin
-        producer = AIOKafkaProducer(
-            acks="all", enable_idempotence=self.idempotent, linger_ms=0, **common
-        )
+        self._admin = AIOKafkaAdminClient(**common)
+        await self._bounded("connecting (admin)", self._admin.start())
+        producer = AIOKafkaProducer(acks="all", enable_idempotence=self.idempotent, linger_ms=0, **common)
         try:
             await self._bounded("starting the producer", producer.start())
         except BusError as exc:
             await _quietly(producer.stop())
-            await self.close()
             if self.idempotent:
                 raise BusError(
                     f"{exc}. If this broker does not support idempotent producers (Tansu's memory "
@@ -120,11 +123,10 @@ class KafkaBus(Bus):
                 ) from exc
             raise
         self._producer = producer
-        reader = AIOKafkaConsumer(
+        self._reader = AIOKafkaConsumer(
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50, **common
         )
-        await self._bounded("starting the reader", reader.start())
-        self._reader = reader
+        await self._bounded("starting the reader", self._reader.start())
         await self.ensure_topics(self._initial_topics)
 
     async def close(self) -> None:
