@@ -314,8 +314,14 @@ class KafkaConsumer(Consumer):
             return
         bus = self.bus
         await bus.ensure_topics(self.topics)
+        # A JoinGroup is answered only when the group's rebalance completes, which may take the
+        # whole rebalance timeout: requests and the join itself get that much on top.
+        rebalance_ms = int(
+            bus.consumer_options.get("rebalance_timeout_ms", bus.consumer_options.get("session_timeout_ms", 10000))
+        )
+        join_s = bus.broker_timeout_s + rebalance_ms / 1000
         options: dict[str, Any] = {
-            "request_timeout_ms": int(bus.broker_timeout_s * 1000),
+            "request_timeout_ms": int(max(bus.broker_timeout_s * 1000, rebalance_ms + 5000)),
             "partition_assignment_strategy": (RangePartitionAssignor,),
             **bus.consumer_options,
         }
@@ -333,10 +339,10 @@ class KafkaConsumer(Consumer):
         bus._consumers.append(self)
         try:
             # aiokafka's start returns once the group gave this member its first assignment.
-            await bus._bounded(f"joining group {self.group}", consumer.start())
+            await bus._bounded(f"joining group {self.group}", consumer.start(), join_s)
             # aiokafka's start returns when the assignment is known, before the rebalance
             # listener ran; wait for it, so on_assign (the runner's state rebuild) is done.
-            await bus._bounded("the first assignment", self._first_assignment.wait())
+            await bus._bounded("the first assignment", self._first_assignment.wait(), join_s)
             # Pin the starting positions now, so "latest" means "from when start() returned"
             # (as on the embedded bus), not "from whenever the first fetch happens".
             for ktp in consumer.assignment():
