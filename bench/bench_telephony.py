@@ -46,6 +46,7 @@ from connectors.echo import EchoStage  # noqa: E402
 from connectors.sip.agent import SipAgent, SipAgentConfig  # noqa: E402
 from connectors.sip.message import SipParseError, parse_sip  # noqa: E402
 from connectors.sip.peers import Baresip, to_caller_wav, to_headerless_ulaw  # noqa: E402
+from connectors.threaded import ThreadedConnector  # noqa: E402
 
 CLIP = REPO.parent / "shared/data/speech/mandarin/BAC009S0252W0325.wav"  # 业务方面我们要求并不高
 
@@ -185,7 +186,8 @@ async def concurrent_calls(n: int, pipeline: str, workdir: Path) -> None:
     await bus.start()
     settings = Settings(data_dir=workdir, models_dir=REPO / ".dianxiao" / "models")
     async with running_pipeline(bus, settings, stages_for(pipeline, settings)):
-        async with SipAgent(bus, SipAgentConfig(port=0)) as agent:
+        async with ThreadedConnector(bus, "sip", lambda bridge: SipAgent(bus, SipAgentConfig(port=0), bridge=bridge)) as media:
+            agent = media.connector
             callers = [RtpCaller(agent.address, ulaw) for _ in range(n)]
             pacer_gaps: list[float] = []
             original_end = agent._end

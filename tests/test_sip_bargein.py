@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from contextlib import asynccontextmanager
+
+import pytest
 
 from agent import events as ev
 from agent import topics
 from connectors.sip.agent import SipAgent, SipAgentConfig
+from connectors.threaded import ThreadedConnector
 from tests.test_sip_calls import RawPeer, log_events
 
 
@@ -41,11 +45,23 @@ async def receive_rtp(sock: socket.socket, until: float) -> list[float]:
     return arrivals
 
 
-async def test_when_the_caller_barges_in_the_bot_stops_within_200_ms(embedded_bus):
+@asynccontextmanager
+async def sip_agent(bus, threaded: bool, **config):
+    """The agent in this loop, or on its own media thread (how `dianxiao sip serve` runs it)."""
+    if threaded:
+        async with ThreadedConnector(bus, "sip", lambda b: SipAgent(bus, SipAgentConfig(port=0, **config), bridge=b)) as t:
+            yield t.connector
+    else:
+        async with SipAgent(bus, SipAgentConfig(port=0, **config)) as agent:
+            yield agent
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["same-loop", "media-thread"])
+async def test_when_the_caller_barges_in_the_bot_stops_within_200_ms(embedded_bus, threaded):
     media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     media.bind(("127.0.0.1", 0))
     try:
-        async with SipAgent(embedded_bus, SipAgentConfig(port=0)) as agent:
+        async with sip_agent(embedded_bus, threaded) as agent:
             peer, call_id, _ = await answered_call(agent, media)
             reply = ev.new_event_id()
             receiving = asyncio.create_task(receive_rtp(media, time.monotonic() + 2.5))
@@ -72,11 +88,12 @@ async def test_when_the_caller_barges_in_the_bot_stops_within_200_ms(embedded_bu
         media.close()
 
 
-async def test_when_the_agent_ends_the_call_the_phone_gets_a_bye_after_the_goodbye(embedded_bus):
+@pytest.mark.parametrize("threaded", [False, True], ids=["same-loop", "media-thread"])
+async def test_when_the_agent_ends_the_call_the_phone_gets_a_bye_after_the_goodbye(embedded_bus, threaded):
     media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     media.bind(("127.0.0.1", 0))
     try:
-        async with SipAgent(embedded_bus, SipAgentConfig(port=0)) as agent:
+        async with sip_agent(embedded_bus, threaded) as agent:
             peer, call_id, _ = await answered_call(agent, media)
             receiving = asyncio.create_task(receive_rtp(media, time.monotonic() + 1.5))
             for f in bot_frames(call_id, ev.new_event_id(), 25):  # "再见" 0.5 s

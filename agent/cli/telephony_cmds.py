@@ -102,12 +102,15 @@ def sip_serve(
 ) -> None:
     """Answer SIP calls: each call's audio goes to audio.in, the bot's audio.out comes back as RTP."""
     from connectors.sip.agent import SipAgent, SipAgentConfig
+    from connectors.threaded import ThreadedConnector
 
     settings = _settings(bus=bus, data_dir=data_dir, sip_host=host, sip_port=port)
     config = SipAgentConfig(host=settings.sip_host, port=settings.sip_port, user=settings.sip_user,
                             rtp_timeout_s=settings.sip_rtp_timeout_s)
     console.print(f"SIP agent on udp:{config.host}:{config.port}, pipeline={pipeline}; Ctrl-C stops")
-    asyncio.run(_serve(settings, pipeline, lambda b: SipAgent(b, config)))
+    # SIP and RTP on their own thread: the speech stages' CPU work must not stall the 20 ms clock
+    asyncio.run(_serve(settings, pipeline,
+                       lambda b: ThreadedConnector(b, "sip", lambda bridge: SipAgent(b, config, bridge=bridge))))
 
 
 @ws_app.command("serve")

@@ -159,11 +159,13 @@ class _Sink:
 
 
 class SipAgent:
-    def __init__(self, bus: Bus, config: SipAgentConfig | None = None, *, campaign: str | None = None) -> None:
+    def __init__(self, bus: Bus, config: SipAgentConfig | None = None, *, campaign: str | None = None,
+                 bridge: Any = None) -> None:
         self.bus = bus
         self.config = config or SipAgentConfig()
         self.campaign = campaign
-        self.bridge = BusBridge(bus, STAGE)
+        # `bridge` is given when the agent runs on its own media thread (connectors.threaded)
+        self.bridge = bridge or BusBridge(bus, STAGE)
         self.calls: dict[str, SipCall] = {}  # by SIP Call-ID
         self.rejected: list[tuple[str, int]] = []  # (sip call id, status) of refused INVITEs
         self.cancelled: set[str] = set()  # SIP Call-IDs the caller cancelled before we answered
@@ -346,7 +348,7 @@ class SipAgent:
         if call is not None:
             await self._end(call, reason, bye=bye)
 
-    async def _end(self, call: SipCall, reason: str, *, bye: bool = False, announce: bool = True) -> None:
+    async def _end(self, call: SipCall, reason: str, *, bye: bool = False) -> None:
         if self.calls.pop(call.sip_call_id, None) is None:
             return
         call.end_reason = reason
@@ -359,10 +361,7 @@ class SipAgent:
         if call.watchdog is not None and call.watchdog is not asyncio.current_task():
             call.watchdog.cancel()
         await call.media.close()
-        if announce:
-            await self.bridge.call_ended(call.call_id, reason)
-        else:
-            self.bridge.calls.pop(call.call_id, None)
+        await self.bridge.call_ended(call.call_id, reason)  # not announced again if the agent ended it
         call.ended.set()
         log.info("call ended", call_id=call.call_id, reason=reason, frames_in=call.media.stats.frames_in,
                  frames_out=call.media.stats.frames_out, dtmf="".join(call.media.stats.dtmf))
