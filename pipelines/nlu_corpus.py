@@ -212,7 +212,8 @@ def purchase_clause(s: Slots, bank: str) -> Clause:
         return Clause(t.format(q=qt, p=p), {"purchase_intent"}, ents)
     A = ["那就买这个吧", "我们想签合同", "怎么付款", "可以下单了", "就要这个了"]
     B = ["定了就它了", "合同发过来吧", "走流程吧我们签", "怎么买啊", "行那给我开通吧"]
-    return _c(r.choice(A if bank == "A" else B), {"purchase_intent"})
+    t = r.choice(A if bank == "A" else B)
+    return _c(t, {"purchase_intent", "affirm"} if t.startswith("行") else {"purchase_intent"})
 
 
 def budget_clause(s: Slots, bank: str) -> Clause:

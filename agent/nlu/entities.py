@@ -21,6 +21,7 @@ _N = rf"(?P<n>{NUMBER}|上[万千百])"
 _APPROX = r"(?:来|多|余|左右|上下)?"
 
 CONCURRENCY_RES = (
+    re.compile(rf"{_N}{_APPROX}\s*(?:个)?(?:人|用户)(?:的)?同时(?:下单|访问|在线|使用|登录|用|操作|打开|抢购|上线)"),
     re.compile(rf"{_N}{_APPROX}\s*(?:个|路)?(?:人|用户|用户量)?(?:的)?(?:同时)?(?:并发|并发量|并发数|qps|tps|同时在线|同时访问|同时使用|同时用|同时登录|在线)"),
     re.compile(rf"(?:并发|并发量|并发数|同时在线|同时访问|qps|tps)(?:量|数)?(?:要|需要|得|大概|大约|差不多|是|在|达到|能到|到|有|上|支持|能|要求|至少|最少|起码)*(?:个)?{_N}"),
     re.compile(rf"(?:支持|扛住|撑住|扛得住|抗住|顶住|承受)(?:住)?{_N}{_APPROX}(?:个)?(?:人|用户)?(?:同时|并发)"),
@@ -31,13 +32,15 @@ BUDGET_RES = (
     re.compile(rf"{_N}{_APPROX}{MONEY_UNIT}"),
     re.compile(rf"(?P<n>\d+(?:\.\d+)?\s*[w万]|[零〇一二两三四五六七八九十百千]+(?:点[一二三四五六七八九])?万){_APPROX}(?!(?:个|台|人|用户|并发|条|次|套|行|字|家|元|块))"),
     re.compile(rf"{_N}{_APPROX}{MONEY_UNIT}?(?=(?:一|每|/)(?:个)?(?:月|年))"),
+    re.compile(rf"(?:才|只要|只卖|就卖|只收|才卖|才收){_N}{_APPROX}{MONEY_UNIT}?"),
     re.compile(rf"(?:控制在|不超过|最多|顶多|不能超过|别超过){_N}{_APPROX}(?:以内|之内|以下)?"),
 )
 TERM_RES = (
-    re.compile(rf"(?P<n>{NUMBER}|半)(?:个)?(?P<u>年|月)(?!份|底|初|后|以后|之后|前|以前|号|日)"),
+    re.compile(rf"(?P<n>\d{{1,3}}|[一二两三四五六七八九十半]{{1,3}})(?:个)?(?P<u>年|月)(?!份|底|初|后|以后|之后|前|以前|号|日)"),
 )
 TERM_WORDS = {"包年": 12, "年付": 12, "按年": 12, "包月": 1, "月付": 1, "按月": 1, "包季": 3, "季付": 3, "按季": 3}
 QUANTITY_UNITS = r"(?:台|套|个账号|个账户|个用户|个人用|个人使用|个坐席|个节点|个实例|个门店|个工厂|个车间|个站点|个设备|个license|个授权|个服务器|个子账号|个工位|个终端|个客户端|个分公司|条产线|条生产线|账号|账户|用户|坐席|节点|实例|门店|工厂|车间|站点|终端|license|授权|路摄像头|路视频|人用|人使用|个员工|员工|名员工|号人|人的团队|人团队|人的公司|人公司|个人)"
+CPU_RE = re.compile(r"(?:\d{1,3}|[一二两四六八十]{1,2})核(?:心)?(?!酸|心价值)")
 QUANTITY_RE = re.compile(rf"{_N}{_APPROX}\s*{QUANTITY_UNITS}(?!同时|并发|在线)")
 
 PHONE_RUN = re.compile(r"(?<![\d.])\d[\d -]{9,16}\d(?![\d.])")
@@ -151,7 +154,7 @@ def _callback_time(text: str, want_later: bool) -> Found | None:
     return None
 
 
-def extract(norm: Normalized, lexicon: Lexicon, want_later: bool = False) -> list[Found]:
+def extract(norm: Normalized, lexicon: Lexicon, want_later: bool = False, want_time: bool = True) -> list[Found]:
     text = norm.text
     found: list[Found] = []
     taken: list[tuple[int, int]] = []
@@ -180,15 +183,21 @@ def extract(norm: Normalized, lexicon: Lexicon, want_later: bool = False) -> lis
             if not _overlaps(taken, m.start(), m.end()):
                 add(Found("term", months, m.start(), m.end()))
     for m in TERM_RES[0].finditer(text):
-        if _overlaps(taken, m.start(), m.end()):
+        if _overlaps(taken, m.start("n"), m.end()):
             continue
-        n = 0.5 if m.group("n") == "半" else parse_number(m.group("n"))
+        raw = m.group("n")
+        if len(raw) > 1 and all(c in "一二两三四五六七八九" for c in raw):
+            raw = raw[-1]  # 三千五一个月: the term is 一个月, not 五一个月
+        n = 0.5 if raw == "半" else parse_number(raw)
         if n is None or n <= 0 or n >= 100:
             continue  # 2024年 is a date, not a term
         months = int(round(n * 12)) if m.group("u") == "年" else int(n)
         if m.group("u") == "月" and not re.search(r"个月$", m.group(0)) and m.group("n") != "半":
             continue  # 三月 is March
         add(Found("term", months, m.start(), m.end()))
+    for m in CPU_RE.finditer(text):
+        if not _overlaps(taken, m.start(), m.end()):
+            add(Found("feature", "cpu", m.start(), m.end()))
     for m in QUANTITY_RE.finditer(text):
         v = _n(m)
         if v and not _overlaps(taken, m.start(), m.end()):
@@ -198,7 +207,7 @@ def extract(norm: Normalized, lexicon: Lexicon, want_later: bool = False) -> lis
             v = _n(m)
             if v and v >= 10 and not _overlaps(taken, m.start("n"), m.end("n")):
                 add(Found("budget", v, m.start(), m.end()))
-    cb = _callback_time(text, want_later)
+    cb = _callback_time(text, want_later) if want_time else None
     if cb and not _overlaps(taken, cb.start, cb.end):
         add(cb)
     for f in resolve_terms(text, lexicon.find(text)):

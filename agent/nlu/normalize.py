@@ -82,8 +82,15 @@ _SPACE_INSIDE_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
 _MULTISPACE = re.compile(r"\s{2,}")
 
 
+_PUNCT = {"。": ".", "、": ",", "「": '"', "」": '"', "『": '"', "』": '"', "【": "[", "】": "]", "《": "<", "》": ">"}
+
+
+def _between_cjk(text: str, a: int, b: int) -> bool:
+    return a > 0 and b < len(text) and bool(re.match(rf"[{_CJK}]", text[a - 1])) and bool(re.match(rf"[{_CJK}]", text[b]))
+
+
 def _fold_char(ch: str) -> str:
-    folded = unicodedata.normalize("NFKC", ch).lower()
+    folded = _PUNCT.get(ch) or unicodedata.normalize("NFKC", ch).lower()
     # NFKC may expand (e.g. ㎏ -> kg); keep it, offsets still map to the one source char.
     return folded
 
@@ -119,7 +126,13 @@ def normalize_basic(text: str) -> Normalized:
     norm = _per_char(norm, _fold_char)
     t2s = _t2s()
     norm = _per_char(norm, t2s)
-    norm = _rewrite(norm, [(m.start(), m.end(), "") for m in _SPACE_INSIDE_CJK.finditer(norm.text)])
+    # A space between Chinese words is an ASR pause (a clause break) unless the caller's text is
+    # spelled out character by character ("云 服 务 器").
+    tokens = norm.text.split()
+    spelled = len(tokens) >= 3 and sum(len(t) == 1 for t in tokens) >= 0.6 * len(tokens)
+    gap = "" if spelled else ","
+    norm = _rewrite(norm, [(m.start(), m.end(), gap if _between_cjk(norm.text, m.start(), m.end()) else "")
+                           for m in _SPACE_INSIDE_CJK.finditer(norm.text)])
     norm = _rewrite(norm, [(m.start(), m.end(), " ") for m in _MULTISPACE.finditer(norm.text)])
     return norm
 

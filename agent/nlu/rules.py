@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from agent.events import Entity, Intent
 from agent.nlu import NluOutput
-from agent.nlu.entities import Found, extract, negated
+from agent.nlu.entities import INTEGRATION_CUE, Found, extract, negated
 from agent.nlu.lexicon import Lexicon, Taxonomy, load_lexicon, load_taxonomy
 from agent.nlu.normalize import Normalized, Rewriter
 
@@ -20,9 +20,10 @@ VERSION = "rules-3"
 # A product named after one of these (or followed by the second) is a product enquiry.
 NEED_BEFORE = re.compile(r"(要|想要|需要|想了解|了解|介绍|看看|看下|看一下|考虑|找|有没有|有|问问|问一下|咨询|推荐|来个|搞个|弄个|整个|配个|上个|用|关于|想问|选|换|上)[一个台套款些点下的你们贵公司]*\S{0,6}$")
 NEED_AFTER = re.compile(r"^(?:这块|这边|的话|方面|[,. ])?(有吗|有没有|有么|怎么样|咋样|好不好|是什么|是啥|介绍|了解|吗|呢|么|适合|合适|哪个好|能做|可以做|靠谱|能讲讲|讲讲|说说)")
+SYSTEM_WANT = re.compile(r"(想搞|想要|想上|想买|想找|找个|找一个|找一套|要个|要一个|要一套|搞个|搞一套|搞一个|上个|上一套|需要个|需要一套|换个|换一套|推荐个|推荐一套)(能打通的|好用的|靠谱的|新的|简单的)?\S{0,2}$")
 LATE_SUPPLEMENT = re.compile(r"^(还要|还需要|还得|也要|也需要|也得|再来|再加)")
 CONTENT_INTENTS = ("product_inquiry", "feature_inquiry", "integration_inquiry", "price_inquiry", "demo_request")
-FEATURE_CUE = re.compile(r"并发|配置|性能|功能|参数|规格|内存|硬盘|带宽|cpu|gpu|几核|安全|备份|稳定|扩容|部署|容灾|响应|速度|延迟|存储|兼容")
+FEATURE_CUE = re.compile(r"节点|机房|地域|可用区|配(个|一台|台)|\d+g|并发|配置|性能|功能|参数|规格|内存|硬盘|带宽|cpu|gpu|几核|安全|备份|稳定|扩容|部署|容灾|响应|速度|延迟|存储|兼容")
 CORRECTION = re.compile(r"不是(?P<old>.{1,12}?)[,，]?(?:而是|是|要的是|应该是)")
 LEADING_FILLER = re.compile(r"^(?:(?:呃+|嗯+|唉|哎|诶|额|啊|哦|噢|那个|这个这个|这个,|就是说?|我跟你说啊?|我说|你听我说|是这样的?|是这样啊)[,.!?~ ]*)+")
 STRONG_PRICE = re.compile(r"多少|报价|报个价|怎么(收|卖|算)|什么价|啥价|价位|贵不贵|收费|计费|年费|月费|花")
@@ -42,6 +43,7 @@ class RuleUnderstander:
         self.taxonomy = taxonomy or load_taxonomy()
         self.lexicon = lexicon or load_lexicon()
         self.rewriter = Rewriter(self.lexicon.rewrites, self.lexicon.pinyin_targets)
+        self.rewriter("预热拼音表")  # first-call imports (pypinyin, opencc) at start-up, not in a call
 
     # --- public ---
     def understand(self, text: str, context: Sequence[str] = ()) -> NluOutput:
@@ -65,11 +67,12 @@ class RuleUnderstander:
         for spec in self.taxonomy.intents:
             if any(c.search(core_text) for c in spec.cues) and not any(u.search(core_text) for u in spec.unless):
                 intents[spec.name] = 1.0
-        if context and LATE_SUPPLEMENT.search(core_text):
+        if context and (LATE_SUPPLEMENT.search(core_text) or re.search(r"也(要|得|需要|想要)", core_text)):
             intents["supplement_demand"] = 1.0  # 还要… only adds to something said before
         if "price_objection" in intents and re.search(r"(报价|价格|价钱|价)(更|还|都)?(低|便宜)", text):
             intents.pop("price_inquiry", None)
-        found = extract(norm, self.lexicon, want_later="callback_request" in intents)
+        found = extract(norm, self.lexicon, want_later="callback_request" in intents,
+                        want_time=bool({"callback_request", "demo_request"} & set(intents)))
 
         # corrections: "不是1000，是2000并发" keeps only the new value
         for m in CORRECTION.finditer(text):
@@ -87,8 +90,13 @@ class RuleUnderstander:
         if kinds & {"feature", "concurrency"} or FEATURE_CUE.search(_without(text, neg + named)):
             if not (neg and not kinds & {"feature", "concurrency"}):
                 intents["feature_inquiry"] = 1.0
-        if "system" in kinds:
-            intents["integration_inquiry"] = 1.0
+        systems = [f for f in pos if f.type == "system"]
+        if systems:
+            wanted = [f for f in systems if SYSTEM_WANT.search(text[max(0, f.start - 10) : f.start])]
+            if wanted:  # 想搞个CRM: they want one, from us
+                intents["product_inquiry"] = 1.0
+            if INTEGRATION_CUE.search(text) or len(wanted) < len(systems):
+                intents["integration_inquiry"] = 1.0
         if "competitor" in kinds:
             intents["competitor_comparison"] = 1.0
         products = [f for f in pos if f.type == "product"]
