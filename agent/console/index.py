@@ -22,10 +22,12 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS call_index (
     call_id TEXT PRIMARY KEY, started_at REAL, ended_at REAL, direction TEXT, mode TEXT,
     campaign TEXT, caller TEXT, outcome TEXT, end_reason TEXT, turns INTEGER NOT NULL,
-    dialects TEXT NOT NULL, transcript TEXT NOT NULL, latency TEXT NOT NULL,
+    dialects TEXT NOT NULL, latency TEXT NOT NULL,
     dead_letters INTEGER NOT NULL, bad_rows INTEGER NOT NULL, completed INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS call_index_started ON call_index (started_at);
+-- Transcripts apart from the summary rows, so that listing and sorting read narrow rows.
+CREATE TABLE IF NOT EXISTS call_text (call_id TEXT PRIMARY KEY, transcript TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS call_intents (
     call_id TEXT NOT NULL, intent TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (call_id, intent)
 ) WITHOUT ROWID;
@@ -38,6 +40,10 @@ CREATE TABLE IF NOT EXISTS index_marks (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)
 ) WITHOUT ROWID;
 """
+
+#: bump when the index tables change shape: an older index is dropped and rebuilt from the log
+INDEX_VERSION = "2"
+_INDEX_TABLES = ("call_index", "call_text", "call_intents", "turn_latency", "index_marks")
 
 #: end reasons that count as a call that ran to its natural end
 COMPLETED_REASONS = ("hangup", "bot_ended", "completed")
@@ -138,7 +144,15 @@ def summarise_call(call_id: str, events: list[Any]) -> tuple[IndexedCall, Counte
 class CallIndex:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = db.execute("SELECT value FROM meta WHERE name='index_version'").fetchone()
+        if row is None or row[0] != INDEX_VERSION:
+            with db:
+                for table in _INDEX_TABLES:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('index_version', ?)", (INDEX_VERSION,))
         db.executescript(_SCHEMA)
+        self._choices: dict[str, list[str]] | None = None
 
     # --- following the log -------------------------------------------------------------
 
@@ -167,6 +181,7 @@ class CallIndex:
                 new_marks[(topic, part)] = top
         if not changed:
             return 0
+        self._choices = None
         with self.db:
             for call_id in changed:
                 self._reindex(log, call_id)
@@ -179,18 +194,20 @@ class CallIndex:
         row, intents, latencies = summarise_call(call_id, log.events(call_id, only=_INDEX_TOPICS, with_bad=True))
         self.db.execute("DELETE FROM call_intents WHERE call_id=?", (call_id,))
         self.db.execute("DELETE FROM turn_latency WHERE call_id=?", (call_id,))
+        self.db.execute("DELETE FROM call_text WHERE call_id=?", (call_id,))
         if row.started_at is None and not row.turns and not row.transcript and not row.dead_letters:
             # Audio frames of a call whose control events have not arrived yet: nothing to list.
             self.db.execute("DELETE FROM call_index WHERE call_id=?", (call_id,))
             return
         self.db.execute(
-            "INSERT OR REPLACE INTO call_index VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO call_index VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.call_id, row.started_at, row.ended_at, row.direction, row.mode, row.campaign, row.caller,
-                row.outcome, row.end_reason, row.turns, row.dialects, row.transcript, json.dumps(row.latency),
+                row.outcome, row.end_reason, row.turns, row.dialects, json.dumps(row.latency),
                 row.dead_letters, row.bad_rows, int(row.completed),
             ),
         )
+        self.db.execute("INSERT INTO call_text VALUES (?,?)", (call_id, row.transcript))
         self.db.executemany("INSERT INTO call_intents VALUES (?,?,?)", [(call_id, k, v) for k, v in intents.items()])
         self.db.executemany(
             "INSERT INTO turn_latency VALUES (?,?,?,?,?)", [(call_id, row.started_at, t, s, ms) for t, s, ms in latencies]
@@ -233,7 +250,12 @@ class CallIndex:
         return _row(r) if r else None
 
     def choices(self) -> dict[str, list[str]]:
-        """Values seen in the log, for the filter drop-downs."""
+        """Values seen in the log, for the filter drop-downs (recomputed after a sync changed calls)."""
+        if self._choices is None:
+            self._choices = self._compute_choices()
+        return self._choices
+
+    def _compute_choices(self) -> dict[str, list[str]]:
         def col(sql: str) -> list[str]:
             return [r[0] for r in self.db.execute(sql) if r[0]]
 
@@ -245,7 +267,7 @@ class CallIndex:
             "outcome": col("SELECT DISTINCT outcome FROM call_index ORDER BY outcome"),
             "intent": col("SELECT DISTINCT intent FROM call_intents ORDER BY intent"),
             "dialect": sorted(dialects),
-            "stage": col("SELECT DISTINCT stage FROM turn_latency ORDER BY stage"),
+            "stage": col("SELECT DISTINCT j.key FROM call_index, json_each(call_index.latency) j ORDER BY 1"),
         }
 
     # --- dashboard ---------------------------------------------------------------------
@@ -302,8 +324,8 @@ def _pct(values: list[float], p: int) -> float:
 
 def _row(r: tuple[Any, ...]) -> IndexedCall:
     return IndexedCall(
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], json.loads(r[12]),
-        r[13], r[14], bool(r[15]), flagged=bool(r[16]),
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], "", json.loads(r[11]),
+        r[12], r[13], bool(r[14]), flagged=bool(r[15]),
     )
 
 
@@ -322,7 +344,9 @@ def _where(f: CallFilter) -> tuple[str, list[Any]]:
             parts.append(f"c.{col} = ?")
             args.append(value)
     if f.intent:
-        parts.append("c.call_id IN (SELECT call_id FROM call_intents WHERE intent = ?)")
+        # Correlated, so that a common intent is checked along the started_at order (LIMIT stops
+        # early) instead of materialising thousands of matches and sorting them.
+        parts.append("EXISTS (SELECT 1 FROM call_intents i WHERE i.call_id = c.call_id AND i.intent = ?)")
         args.append(f.intent)
     if f.dialect:
         parts.append("(' ' || c.dialects || ' ') LIKE ?")
@@ -335,6 +359,6 @@ def _where(f: CallFilter) -> tuple[str, list[Any]]:
         parts.append("CAST(json_extract(c.latency, ?) AS REAL) > ?")
         args += [f"$.{f.latency_stage}", f.latency_over_ms]
     if f.text:
-        parts.append("instr(c.transcript, ?) > 0")
+        parts.append("c.call_id IN (SELECT call_id FROM call_text WHERE instr(transcript, ?) > 0)")
         args.append(f.text)
     return ("WHERE " + " AND ".join(parts)) if parts else "", args
