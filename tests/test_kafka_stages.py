@@ -24,7 +24,7 @@ from agent.bus import BusError
 from agent.bus.kafka import KafkaBus
 from agent.settings import Settings
 from agent.testing import running_pipeline
-from agent.textcall import ReplyWaiter, run_text_call
+from agent.textcall import ReplyWaiter, run_text_call, say
 from kafka_broker import Broker, free_port, start_tansu, tansu_broker  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.kafka
@@ -216,3 +216,41 @@ async def test_no_broker_at_the_address_is_a_clear_error_at_start() -> None:
     with pytest.raises(BusError, match="127.0.0.1"):
         await bus.start()
     assert time.monotonic() - started < 10
+
+
+async def test_a_dst_process_killed_after_turn_two_is_replaced_and_the_call_ends_in_the_same_state(
+    tansu_broker: Broker, tmp_path: Path
+) -> None:
+    prefix = f"k{uuid.uuid4().hex[:8]}."
+    bus = kafka_bus_for(tansu_broker, prefix)
+    await bus.start()
+    dst = StageProcess("dst", "dst-a", tansu_broker, prefix, tmp_path)
+    replacement: StageProcess | None = None
+    try:
+        async with running_pipeline(bus, Settings(), stages=["nlu", "policy"]):
+            await until(dst.started, 40, "the dst process to join its group")
+            async with ReplyWaiter(bus) as waiter:
+                reference = await run_text_call(bus, FOUR_TURNS, call_id="ref-call", waiter=waiter, timeout=30)
+                assert len(reference.replies) == 4
+
+                def two_turns(turn: int, _: list[ev.BotReply]) -> str | None:
+                    return FOUR_TURNS[turn - 1] if turn <= 2 else None
+
+                first = await run_text_call(bus, two_turns, call_id="kill-call", waiter=waiter, hang_up=False, timeout=30)
+                assert len(first.replies) == 2
+                assert dst.finish(signal.SIGKILL) == -signal.SIGKILL  # no commit, no goodbye
+                # A brand-new process: its only way to know turns 1-2 is the log on Kafka.
+                replacement = StageProcess("dst", "dst-b", tansu_broker, prefix, tmp_path)
+                await until(replacement.started, 40, "the replacement dst to join")
+                for n in (3, 4):
+                    await say(bus, "kill-call", n, FOUR_TURNS[n - 1])
+                    await waiter.wait("kill-call", n, timeout=30)
+        states = {c: [e for e in await all_events(bus, topics.DIALOGUE) if e.call_id == c] for c in ("ref-call", "kill-call")}
+    finally:
+        await bus.close()
+        dst.finish()
+        if replacement:
+            assert replacement.finish() == 0
+    assert [s.turn for s in states["kill-call"]][-2:] == [3, 4]
+    assert states["kill-call"][-1].state == states["ref-call"][-1].state
+    assert "cloud_server" in json.dumps(states["kill-call"][-1].state)  # turn 2's product survived
