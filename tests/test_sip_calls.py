@@ -364,3 +364,73 @@ async def test_the_agent_dials_out_through_a_registrar_that_demands_digest_auth(
     assert len(started) == (1 if expect == "answered" else 0)
     if started:
         assert started[0].direction == "outbound"
+
+
+REGISTRAR = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="registrar that challenges">
+  <recv request="REGISTER" />
+  <send><![CDATA[
+SIP/2.0 401 Unauthorized
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+WWW-Authenticate: Digest realm="dianxiao.test", nonce="[pid]r[call_number]", algorithm=MD5
+Content-Length: 0
+]]></send>
+  <recv request="REGISTER">
+    <action><verifyauth assign_to="authvalid" username="agent" password="s3cret" /></action>
+  </recv>
+  <nop hide="true" test="authvalid" next="ok" />
+  <send next="end"><![CDATA[
+SIP/2.0 403 Forbidden
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <label id="ok" />
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Contact:];expires=120
+Expires: 120
+Content-Length: 0
+]]></send>
+  <label id="end" />
+</scenario>
+"""
+
+
+@needs_sipp
+@pytest.mark.parametrize("password,registered", [("s3cret", True), ("wrong", False)])
+async def test_the_agent_registers_with_a_registrar_using_digest_auth(embedded_bus, tmp_path, password, registered):
+    scenario = tmp_path / "registrar.xml"
+    scenario.write_text(REGISTRAR)
+    sipp = Sipp(tmp_path / "sipp")
+    proc = sipp.start(str(scenario), None, limit_s=15)
+    try:
+        await asyncio.sleep(0.5)
+        async with SipAgent(embedded_bus, SipAgentConfig(port=0, user="agent")) as agent:
+            aor = f"sip:agent@127.0.0.1:{sipp.port}"
+            if registered:
+                reg = await agent.register(("127.0.0.1", sipp.port), aor, auth=("agent", password))
+                assert reg.granted_expires == 120
+                agent.registrations.clear()  # this registrar scenario does not take the unREGISTER
+            else:
+                with pytest.raises(DialError) as err:
+                    await agent.register(("127.0.0.1", sipp.port), aor, auth=("agent", password))
+                assert err.value.status == 403
+        assert await asyncio.to_thread(proc.wait, 10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -169,6 +169,7 @@ class SipAgent:
         self.calls: dict[str, SipCall] = {}  # by SIP Call-ID
         self.rejected: list[tuple[str, int]] = []  # (sip call id, status) of refused INVITEs
         self.cancelled: set[str] = set()  # SIP Call-IDs the caller cancelled before we answered
+        self.registrations: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.transport: UdpSipTransport | None = None
         self.uas: SipUAS | None = None
@@ -196,6 +197,8 @@ class SipAgent:
     async def stop(self) -> None:
         for call in list(self.calls.values()):
             await self._end(call, "shutdown", bye=True)
+        for reg in self.registrations:
+            reg.unregister()
         await self.bridge.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -311,6 +314,29 @@ class SipAgent:
             return None
 
         return drop
+
+    async def register(self, registrar: tuple[str, int], aor: str, *, auth: tuple[str, str] | None = None,
+                       expires: int = 300, timeout_s: float = 10.0) -> Any:
+        """Bind `aor` to this agent at a registrar (digest auth on 401/407; aiosipua refreshes the
+        binding before it expires).  Raises DialError with the registrar's status on refusal."""
+        from aiosipua import Registration, RegistrationState
+
+        assert self.uac is not None
+        reg = Registration(self.uac, aor, registrar, expires=expires, auth=SipDigestAuth(*auth) if auth else None,
+                           user_agent="dianxiao")
+        outcome: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        reg.on_registered = lambda r: outcome.done() or outcome.set_result((200, "OK"))
+        reg.on_failed = lambda r, code, why: outcome.done() or outcome.set_result((code, why))
+        reg.register()
+        try:
+            code, why = await asyncio.wait_for(outcome, timeout_s)
+        except asyncio.TimeoutError:
+            raise DialError(408, "registrar did not answer") from None
+        if reg.state != RegistrationState.REGISTERED:
+            raise DialError(code, why)
+        self.registrations.append(reg)
+        log.info("registered", aor=aor, registrar="%s:%d" % registrar, expires=reg.granted_expires)
+        return reg
 
     async def hangup(self, call_id: str, reason: str = "agent_hangup") -> None:
         for call in list(self.calls.values()):
