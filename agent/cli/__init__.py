@@ -13,6 +13,7 @@ _COMMAND_MODULES = (
     "agent.cli.console_cmds",
     "agent.cli.nlu_cmds",
     "agent.cli.dialogue_cmds",
+    "agent.cli.spoken_cmds",
     "agent.cli.telephony_cmds",
 )
 
