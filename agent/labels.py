@@ -82,7 +82,7 @@ class LabelStore:
         return cls(db)
 
     def add(self, label: TurnLabel) -> None:
-        with self.db:
+        with self.db:  # one statement: autocommit makes it atomic
             self.db.execute(
                 "INSERT INTO labels (call_id, turn, body, author, created_at, flagged, compliance)"
                 " VALUES (?,?,?,?,?,?,?)",

@@ -121,12 +121,16 @@ def fill_log(path: Path, n_calls: int, templates: list[list[Any]], partitions: i
             offsets[(topic, part)] = off
             rows.append((topic, part, off, call_id, ev.encode(copy), clock))
         if len(rows) > 20000:
-            with db:
-                db.executemany("INSERT INTO log VALUES (?,?,?,?,?,?)", rows)
+            _insert(db, rows)
             rows = []
-    with db:
-        db.executemany("INSERT INTO log VALUES (?,?,?,?,?,?)", rows)
+    _insert(db, rows)
     db.close()
+
+
+def _insert(db: Any, rows: list[tuple[Any, ...]]) -> None:
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO log VALUES (?,?,?,?,?,?)", rows)
+    db.execute("COMMIT")
 
 
 def pct(values: list[float], p: int) -> float:

@@ -9,6 +9,8 @@ import hashlib
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,6 +41,19 @@ CREATE INDEX IF NOT EXISTS audit_by_call ON audit (call_id, ts);
 
 class StoreError(ValueError):
     pass
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One explicit transaction (the connections run in autocommit mode, where `with db:`
+    would not open one and every statement would be its own fsync'd commit)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,8 @@ class ConsoleStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash; an OS crash may lose the last labels.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
         self._hasher = PasswordHasher()
@@ -105,7 +122,7 @@ class ConsoleStore:
         if len(password) < 8:
             raise StoreError("password must have at least 8 characters")
         digest = self._hasher.hash(password)
-        with self.db:
+        with transaction(self.db):
             self.db.execute(
                 "INSERT INTO users VALUES (?,?,?,?) ON CONFLICT(username) DO UPDATE SET"
                 " password_hash=excluded.password_hash, role=excluded.role",
@@ -134,7 +151,7 @@ class ConsoleStore:
     def new_session(self, user: User) -> tuple[str, str]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         now = time.time()
-        with self.db:
+        with transaction(self.db):
             self.db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
             self.db.execute(
                 "INSERT INTO sessions VALUES (?,?,?,?,?)", (_hash_token(token), user.username, csrf, now, now + SESSION_TTL_S)
