@@ -334,3 +334,14 @@ def test_create_user_command_sets_up_the_first_admin(tmp_path):
         input="a long enough password\n",
     )
     assert res.exit_code == 1 and "unknown role" in res.output
+
+
+def test_names_and_numbers_are_masked_in_what_a_viewer_reads():
+    from agent.console.privacy import mask_caller, mask_text
+
+    said = "我叫王小明，手机13812345678，座机010-88886666，找李经理也行"
+    masked = mask_text(said, extra=["小明"])
+    assert "王小明" not in masked and "13812345678" not in masked and "88886666" not in masked
+    assert "李经理" not in masked and "138****5678" in masked and "*经理" in masked
+    assert mask_caller("+8613812345678") == "138****5678"
+    assert "12345" not in mask_caller("sip:12345@pbx")
