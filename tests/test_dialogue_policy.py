@@ -128,3 +128,15 @@ def test_a_missing_or_broken_playbook_is_a_clear_error(tmp_path):
     bad.write_text("name: x\nversion: '1'\nproducts: []\n", encoding="utf-8")
     with pytest.raises(PlaybookError, match="malformed"):
         load_playbook(bad)
+
+
+def test_a_busy_caller_gets_a_callback_at_the_time_they_name(understander, saas):
+    _, replies = talk(understander, saas, ["我现在在开会，没空", "明天下午三点吧"])
+    assert "回电" in replies[0].text and not replies[0].ends_call
+    assert replies[1].action == "book_callback" and replies[1].ends_call
+    assert "明天下午三点" in replies[1].text
+
+
+def test_a_demo_booked_with_a_time_repeats_the_time(understander, saas):
+    _, replies = talk(understander, saas, ["云服务器2000并发多少钱", "行吧，那先帮我约个演示，明天下午三点"])
+    assert replies[-1].action == "book_demo" and "明天下午三点" in replies[-1].text

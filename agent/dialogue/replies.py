@@ -85,6 +85,9 @@ def _values(action: Action, state: DialogueState, pb: Playbook) -> dict[str, Any
             v["alternative"] = f"{found[1].name}已经是满足您需求最实惠的配置了。"
         else:
             v["alternative"] = ""
+    if action.name == "book_demo":
+        slot = state.slots.get("callback_time")
+        v["when"] = (slot.text or _time_words(slot.value)) if slot is not None and slot.turn == state.turn else ""
     if action.name == "book_callback":
         slot = state.slots.get("callback_time")
         v["callback_time"] = slot.text if slot is not None and slot.text else _time_words(p.get("callback_time"))

@@ -46,6 +46,12 @@ _NEGATION_AFTER = re.compile(
     r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算了|去掉|取消|就免了|不用了|先不要|不考虑了"
     r"|不(用|要|需要|必)(对接|集成|接入|打通|加|买|备份|做)了?)"
 )
+_TIME_WORDS = re.compile(
+    r"((今天|明天|后天|大后天|下周[一二三四五六日天]?|这周[一二三四五六日天]?|周[一二三四五六日天]|星期[一二三四五六日天]|礼拜[一二三四五六日天]"
+    r"|月底|月初|过两天|改天|晚点|\d+月\d+[日号]|[一二三四五六七八九十]+月[一二三四五六七八九十]+[日号])"
+    r"(早上|上午|中午|下午|晚上|傍晚)?([一二三四五六七八九十两\d]+点(半|[一二三四五六七八九十\d]+分?)?)?"
+    r"|(早上|上午|中午|下午|晚上)[一二三四五六七八九十两\d]+点(半)?)"
+)
 # "那专业版呢" / "换成企业版": the same question about another thing
 _ELLIPSIS = re.compile(r"(呢[?？]?$|换成|改成|换个|换一个|那.{1,8}[?？]$)")
 _CORRECTION = re.compile(r"(不是|不对|说错了|搞错了|改成|换成|改为|改一下|更正)")
@@ -367,6 +373,12 @@ def _as_int(value: Any) -> int | None:
 def _context_entities(s: DialogueState, text: str, entities: list[Entity], intents: list[str]) -> list[Entity]:
     """A bare answer to the bot's question: "两千左右" after "需要多少并发?" fills concurrency."""
     want = s.expecting
+    if want == "callback_time" and not any(e.type == want for e in entities):
+        # "明天下午三点吧" right after "什么时间方便?": the time as the caller said it
+        m = _TIME_WORDS.search(text)
+        if m and not set(intents) & {"do_not_call", "not_interested", "request_human"}:
+            return entities + [Entity(type=want, value=m.group(0), text=m.group(0), start=m.start(), end=m.end())]
+        return entities
     if want not in NUMERIC_SLOTS or any(e.type == want for e in entities):
         return entities
     if set(intents) & {"do_not_call", "not_interested", "request_human"}:
