@@ -221,9 +221,11 @@ class KafkaBus(Bus):
             # on every broker, so read one record at the listed end and take it from there.
             reader.assign([ktp])
             reader.seek(ktp, listed - 1)
-            while not (await reader.getmany(ktp, timeout_ms=200, max_records=1)).get(ktp):
-                pass
-            return max(listed, int(reader.highwater(ktp) or 0))
+            while True:
+                if (await reader.getmany(ktp, timeout_ms=200, max_records=1)).get(ktp):
+                    return max(listed, int(reader.highwater(ktp) or 0))
+                if await reader.position(ktp) >= listed:  # that record is gone (retention)
+                    return listed
 
         async with self._reader_lock:
             return await self._bounded("reading end offsets", ask())
