@@ -52,6 +52,7 @@ _TIME_WORDS = re.compile(
     r"(早上|上午|中午|下午|晚上|傍晚)?([一二三四五六七八九十两\d]+点(半|[一二三四五六七八九十\d]+分?)?)?"
     r"|(早上|上午|中午|下午|晚上)[一二三四五六七八九十两\d]+点(半)?)"
 )
+_HYPOTHETICAL = re.compile(r"(如果|要是|假如|假设|万一).{0,12}(呢|的话|多少|怎么算)")
 # "那专业版呢" / "换成企业版": the same question about another thing
 _ELLIPSIS = re.compile(r"(呢[?？]?$|换成|改成|换个|换一个|那.{1,8}[?？]$)")
 _CORRECTION = re.compile(r"(不是|不对|说错了|搞错了|改成|换成|改为|改一下|更正)")
@@ -147,6 +148,9 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
     s.turn, s.last_text, s.corrected, s.resolved_ref = turn, text, [], None
     scores = {i.name: i.score for i in nlu.intents}
     intents = [n for n in scores if n != "other"] or ["other"]
+    if "purchase_intent" in intents and _HYPOTHETICAL.search(text):
+        # "如果买三年呢" asks what it would cost; it is not an order
+        intents = [i for i in intents if i != "purchase_intent"] + (["price_inquiry"] if "price_inquiry" not in intents else [])
 
     correction = bool(_CORRECTION.search(text))
     entities = _context_entities(s, text, list(nlu.entities), intents)
@@ -259,9 +263,16 @@ def note_action(state: DialogueState, name: str, params: dict[str, Any], stage: 
 
 
 def _group(entities: list[Entity]) -> dict[str, list[Entity]]:
+    """Entities by type; of two overlapping spans of one type ("三千并发" and "并发一" in
+    "三千并发一年") the first is kept."""
     out: dict[str, list[Entity]] = {}
     for e in entities:
-        out.setdefault(e.type, []).append(e)
+        kept = out.setdefault(e.type, [])
+        if e.start is not None and e.end is not None and any(
+            k.start is not None and k.end is not None and k.start < e.end and e.start < k.end for k in kept
+        ):
+            continue
+        kept.append(e)
     return out
 
 
