@@ -15,6 +15,14 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 configure_logging("WARNING")
 
 
+@pytest.fixture(autouse=True)
+def _logs_go_to_a_live_stream():
+    """A CLI test (typer's CliRunner) points structlog at its own stderr, which is closed after
+    that test; a later test that logs would then fail with "I/O operation on closed file".
+    Re-point logging at the current stream before every test."""
+    configure_logging("WARNING")
+
+
 @pytest.fixture
 async def embedded_bus(tmp_path: Path):
     bus = EmbeddedBus(tmp_path / "bus.sqlite")
