@@ -13,6 +13,7 @@ by replaying the log through them."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -153,7 +154,7 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
         intents = [i for i in intents if i != "purchase_intent"] + (["price_inquiry"] if "price_inquiry" not in intents else [])
 
     correction = bool(_CORRECTION.search(text))
-    entities = _context_entities(s, text, list(nlu.entities), intents)
+    entities = _context_entities(s, text, _clean(nlu.entities), intents)
     if correction:
         entities = _bare_correction(s, text, entities)
     for etype, group in _group(entities).items():
@@ -260,6 +261,26 @@ def note_action(state: DialogueState, name: str, params: dict[str, Any], stage: 
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _clean(entities: list[Entity]) -> list[Entity]:
+    """Entities the tracker can use: numbers as positive ints (a count, not 1e300 or NaN), other
+    values as non-empty strings; anything else from a confused model is dropped, not fatal."""
+    out = []
+    for e in entities:
+        v = e.value
+        if e.type in NUMERIC_SLOTS:
+            v = _as_int(v)
+            if v is None or not 0 < v < 10**10:
+                continue
+        elif isinstance(v, bool) or not isinstance(v, (str, int, float)) or (isinstance(v, float) and not math.isfinite(v)):
+            continue
+        elif not isinstance(v, str):
+            v = str(v)
+        if isinstance(v, str) and not v.strip():
+            continue
+        out.append(e if v is e.value else e.model_copy(update={"value": v}))
+    return out
 
 
 def _group(entities: list[Entity]) -> dict[str, list[Entity]]:
@@ -375,8 +396,12 @@ def _after(text: str, e: Entity, cue: str) -> bool:
 def _as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return int(value)
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        return None
     nums = numbers_in(str(value))
     return int(nums[0]) if nums else None
 
