@@ -146,14 +146,32 @@ def domain_term_error_rate(pairs: Iterable[tuple[str, str]], lexicon: DomainLexi
     return (missed / total if total else 0.0), total
 
 
+def audio_key(path: Path, config: str) -> str:
+    """Cache key of one decode: the clip's bytes and the ASR configuration."""
+    import hashlib
+
+    h = hashlib.sha256(config.encode("utf-8"))
+    h.update(path.read_bytes())
+    return h.hexdigest()[:24]
+
+
 def transcribe_all(items: Sequence[SpokenItem], asr: Asr, corrector: Corrector | None,
-                   progress: Callable[[], None] | None = None) -> list[Heard]:
+                   progress: Callable[[], None] | None = None, cache: dict[str, str] | None = None,
+                   config: str = "") -> list[Heard]:
+    """Decode every clip (or take it from `cache`, keyed by audio bytes + `config`), then correct."""
     out = []
     for it in items:
         t0 = time.perf_counter()
+        err = ""
+        key = None
         try:
-            text = asr(read_wav_16k(it.audio))
-            err = ""
+            key = audio_key(it.audio, config) if cache is not None else None
+            if key is not None and key in cache:
+                text = cache[key]
+            else:
+                text = asr(read_wav_16k(it.audio))
+                if key is not None:
+                    cache[key] = text
         except (SpokenDataError, OSError) as exc:  # a bad clip is reported, the run goes on
             text, err = "", str(exc)
         ms = (time.perf_counter() - t0) * 1000

@@ -114,3 +114,28 @@ def test_pinyin_similarity_forgives_the_usual_confusions() -> None:
     assert syllable_similarity(s("nian"), s("nian")) == 1.0
     assert syllable_similarity(s("fen"), s("fei")) < FUZZY
     assert sequence_similarity(spelled_syllables("yun fu wu qi"), spelled_syllables("yun fu qi")) == pytest.approx(0.75)
+
+
+def test_confusions_learned_from_the_ear_are_applied_and_guarded() -> None:
+    """Whisper wrote 病发 for 并发 and 试用 as 是用 on train audio; only the first is kept as a
+    learned confusion, because 是用 also occurs in what callers really say."""
+    from agent.asrfix.confusions import mine
+
+    lexicon = build_lexicon("cloud_saas")
+    pairs = [
+        ("我们要一千并发的", "我们要1000病发的"),
+        ("能扛住两万并发吗", "能扛住20000病发吗"),
+        ("有异地备份吗", "有一地被分吗"),
+        ("可以先试用吗", "可以先是用吗"),
+        ("我们就是用这个的", "我们就是用这个的"),
+    ]
+    mined = {c["heard"]: c for c in mine(pairs, lexicon)}
+    assert mined["病发"]["meant"] == "并发" and mined["病发"]["count"] == 2
+    assert mined["一地被分"]["meant"] == "异地备份"
+    assert "是用" not in mined, "a spelling callers really use is never learned"
+    learned = {h: (c["meant"], c["kind"], c["id"]) for h, c in mined.items()}
+    fixed = Corrector(lexicon, learned=learned).correct("能扛住3000病发吗")
+    assert fixed.text == "能扛住3000并发吗"
+    assert fixed.changes[0].note == "learned confusion"
+    # the guard still holds: numbers and exact terms are untouched
+    assert Corrector(lexicon, learned={"一千": ("并发", "feature", "concurrency")}).correct("一千并发").text == "一千并发"

@@ -90,8 +90,11 @@ def _window_sounds(window: str) -> tuple[Syllable, ...] | None:
 class Corrector:
     """Pinyin-similarity post-correction against one domain lexicon (pure; thread-safe)."""
 
-    def __init__(self, lexicon: DomainLexicon, *, threshold: float = 0.8, use_wordlist: bool = True) -> None:
+    def __init__(self, lexicon: DomainLexicon, *, threshold: float = 0.8, use_wordlist: bool = True,
+                 learned: dict[str, tuple[str, str, str]] | None = None) -> None:
         self.lexicon = lexicon
+        # Spellings Whisper was seen to write for a term (agent/asrfix/confusions.py), longest first.
+        self.learned = sorted((learned or {}).items(), key=lambda kv: -len(kv[0]))
         self.threshold = threshold
         self.words = common_words() if use_wordlist else {}
         self._surfaces = sorted({t.text.lower() for t in lexicon.terms}, key=len, reverse=True)
@@ -112,12 +115,12 @@ class Corrector:
             return Correction(text, text)
         protected = self._protected(text)
         exact_terms = self._exact_term_spans(text)
-        candidates: list[_Candidate] = []
+        candidates: list[_Candidate] = self._learned_candidates(text, protected, exact_terms)
         for run in _CJK.finditer(text):
             candidates.extend(self._candidates(text, run.start(), run.end(), protected, exact_terms))
         chosen: list[_Candidate] = []
         taken = [False] * len(text)
-        for c in sorted(candidates, key=lambda c: (-c.score, -len(c.term.text), c.start)):
+        for c in sorted(candidates, key=lambda c: (c.note != "learned confusion", -c.score, -len(c.term.text), c.start)):
             if any(taken[c.start:c.end]):
                 continue
             chosen.append(c)
@@ -189,6 +192,20 @@ class Corrector:
         return ""
 
     # --- search ---------------------------------------------------------------------------
+
+    def _learned_candidates(self, text: str, protected: list[bool],
+                            exact_terms: list[tuple[int, int]]) -> list[_Candidate]:
+        out = []
+        for heard, (meant, kind, id_) in self.learned:
+            start = text.find(heard)
+            while start >= 0:
+                end = start + len(heard)
+                overlaps_term = any(not (e <= start or s >= end) for s, e in exact_terms)
+                if not any(protected[start:end]) and not overlaps_term and not self._straddled(text, start, end):
+                    term = DomainTerm(meant, kind, id_, ())
+                    out.append(_Candidate(start, end, term, 1.0, "learned confusion"))
+                start = text.find(heard, start + 1)
+        return out
 
     def _candidates(self, text: str, lo: int, hi: int, protected: list[bool],
                     exact_terms: list[tuple[int, int]]) -> list[_Candidate]:

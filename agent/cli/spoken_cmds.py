@@ -56,6 +56,19 @@ def _make_asr(settings, hotwords: list[str], model: str | None):
     return lambda pcm: engine.transcribe(pcm, hotwords=words).text
 
 
+class _LazyAsr:
+    """Loads Whisper on the first clip the cache does not have (a full cache never loads it)."""
+
+    def __init__(self, make) -> None:
+        self._make = make
+        self._asr = None
+
+    def __call__(self, pcm):
+        if self._asr is None:
+            self._asr = self._make()
+        return self._asr(pcm)
+
+
 @eval_app.command("spoken")
 def eval_spoken_cmd(
     data: Path = typer.Option(..., "--data", exists=True, dir_okay=False,
@@ -69,6 +82,10 @@ def eval_spoken_cmd(
     failures: int = typer.Option(20, "--failures", help="print this many failed utterances"),
     transcripts: Path | None = typer.Option(None, "--save-transcripts",
                                             help="write the (corrected) ASR transcripts with their labels as NLU JSONL"),
+    asr_cache: Path | None = typer.Option(None, "--asr-cache",
+                                          help="JSON file of earlier decodes (audio bytes + ASR config): rescoring skips Whisper"),
+    learned: bool = typer.Option(True, "--learned/--no-learned",
+                                 help="also apply confusions mined from synthetic TRAIN audio (data/spoken/confusions.yaml)"),
 ) -> None:
     """Audio -> ASR -> correction -> NLU as a call does it: CER, intent micro-F1 and exact-set
     match on speech and on the reference text, the gap, entity F1, domain-term error rate with
@@ -76,6 +93,7 @@ def eval_spoken_cmd(
     from rich.progress import Progress
 
     from agent.asrfix import Corrector
+    from agent.asrfix.confusions import load_confusions
     from agent.nlu import load_understander
     from pipelines.spoken_eval import SpokenDataError, load_spoken, report_lines, score, transcribe_all
 
@@ -86,16 +104,25 @@ def eval_spoken_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     lexicon = _lexicon(playbook)
-    asr = _make_asr(settings, lexicon.prompt_terms() if prompt else [], asr_model)
+    asr = _LazyAsr(lambda: _make_asr(settings, lexicon.prompt_terms() if prompt else [], asr_model))
     if rules:
         from agent.nlu.rules import RuleUnderstander
 
         understander = RuleUnderstander()
     else:
         understander = load_understander(nlu_model if nlu_model is not None else settings.nlu_model)
+    cache = json.loads(asr_cache.read_text(encoding="utf-8")) if asr_cache and asr_cache.is_file() else (
+        {} if asr_cache else None)
+    config = json.dumps([asr_model or settings.asr_model, settings.asr_engine, settings.asr_beam_size,
+                         settings.asr_short_window, settings.asr_compute_type,
+                         lexicon.prompt_terms() if prompt else [], settings.asr_initial_prompt], ensure_ascii=False)
+    corrector = Corrector(lexicon, learned=load_confusions() if learned else None)
     with Progress(transient=True) as bar:
         task = bar.add_task("ASR", total=len(items))
-        heard = transcribe_all(items, asr, Corrector(lexicon), lambda: bar.advance(task))
+        heard = transcribe_all(items, asr, corrector, lambda: bar.advance(task), cache=cache, config=config)
+    if asr_cache is not None and cache is not None:
+        asr_cache.parent.mkdir(parents=True, exist_ok=True)
+        asr_cache.write_text(json.dumps(cache, ensure_ascii=False), encoding="utf-8")
     other = score(heard, understander, lexicon, correction=not correction)["summary"]
     result = score(heard, understander, lexicon, correction=correction)
     if transcripts is not None:
@@ -103,7 +130,8 @@ def eval_spoken_cmd(
         with transcripts.open("w", encoding="utf-8") as f:
             for h in heard:
                 ex = h.item.example
-                f.write(json.dumps({"text": h.fixed_text if correction else h.asr_text, "intents": list(ex.intents),
+                f.write(json.dumps({"text": h.fixed_text if correction else h.asr_text, "asr": h.asr_text,
+                                    "intents": list(ex.intents),
                                     "entities": [{"type": t, "value": v} for t, v in ex.entities],
                                     "context": list(ex.context), "reference": ex.text, "source": "asr"},
                                    ensure_ascii=False) + "\n")
