@@ -71,6 +71,7 @@ def test_ct2_model_files_round_trip(tmp_path):
     assert all((back[k] == v).all() and back[k].dtype == v.dtype for k, v in variables.items())
 
 
+@pytest.mark.slow  # imports torch + transformers (~15 s on a quiet 2-core box) and loads Whisper twice
 def test_whisper_base_in_transformers_gives_the_same_output_as_ctranslate2(tmp_path):
     pytest.importorskip("torch", reason="the train extra (torch, transformers, peft) is not installed")
     pytest.importorskip("transformers")

@@ -86,7 +86,7 @@ def test_short_window_decoding_matches_the_30s_window_on_real_clips(engine):
 
     full = FasterWhisperEngine.__new__(FasterWhisperEngine)
     full.__dict__.update(engine.__dict__, short_window=False)
-    items = manifest()[:3]
+    items = manifest()[1:3]
     errs_short = errs_full = chars = 0
     for item in items:
         pcm = load_clip(Path(item["audio"]).name)

@@ -27,6 +27,8 @@ from agent.stages.base import CallContext, Emit, Stage
 
 log = structlog.get_logger("dianxiao.stages.asr")
 
+MIN_PARTIAL_MS = 600
+
 
 @dataclass
 class CallTranscripts:
@@ -66,6 +68,8 @@ class AsrStage(Stage):
             st.turn, st.last_partial, st.cached = event.turn, "", {}
         if len(event.audio_pcm16) % 2:
             raise ValueError(f"speech segment has an odd number of bytes ({len(event.audio_pcm16)}): not PCM16")
+        if not event.final and event.end_ms - event.start_ms < MIN_PARTIAL_MS:
+            return []  # too little audio to say anything stable; Whisper invents text on it
         key = (event.turn, event.start_ms, event.end_ms)
         result = st.cached.get(key)
         if result is None:
