@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     asr_short_window: bool = Field(default=True, description="encoder window sized to the utterance (fast); false = 30 s")
     asr_hotwords: list[str] = Field(default_factory=list, description="extra ASR hot-words (the playbook's terms are added)")
     asr_initial_prompt: str = Field(default="", description="sentence appended to the hot-word prompt")
+    asr_playbook_hotwords: bool = Field(
+        default=False, description="prompt Whisper with the playbook's terms (measured: hurts CER on general speech)"
+    )
     vad_model: Path | None = Field(default=None, description="silero_vad.onnx; default: from the pipecat-ai wheel")
     turn_model: Path | None = Field(default=None, description="Smart Turn v3 ONNX; default: from the pipecat-ai wheel")
     turn_smart: bool = Field(default=True, description="use Smart Turn for end of turn (else silence only)")

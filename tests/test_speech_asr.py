@@ -103,7 +103,8 @@ def test_hot_words_go_into_the_prompt_and_the_playbook_supplies_them(engine):
     from agent.speech.factories import hotwords
 
     assert hotword_prompt(["ERP", "SaaS", "ERP", " 并发 "], "以下是销售电话。") == "ERP，SaaS，并发。以下是销售电话。"
-    terms = hotwords(Settings(asr_hotwords=["一千并发"]))
+    assert hotwords(Settings(asr_hotwords=["一千并发"])) == ["一千并发"]  # playbook terms are opt-in
+    terms = hotwords(Settings(asr_hotwords=["一千并发"], asr_playbook_hotwords=True))
     assert terms[0] == "一千并发" and len(terms) > 1 and all("_" not in t for t in terms)
     res = engine.transcribe(load_clip("BAC009S0764W0121.wav"), terms)  # still a transcript
     assert len(res.text) >= 8

@@ -133,7 +133,7 @@ def eval_asr(
     if limit:
         items = items[:limit]
     engine = asr_engine(s)
-    terms = hotwords(s) if playbook_hotwords else []
+    terms = hotwords(s, from_playbook=playbook_hotwords)
     factory = (lambda: vad_stage(s)) if latency else None
     table = Table(title=f"ASR {engine.name} on {manifest}")
     for col in ("clip", "lang", "s", "CER", "CER 8k", "final ms", "hypothesis (16 kHz)"):

@@ -36,9 +36,12 @@ def asr_engine(settings: Settings) -> AsrEngine:
                    settings.asr_language, settings.asr_short_window, settings.asr_initial_prompt)
 
 
-def hotwords(settings: Settings) -> list[str]:
-    """The settings' hot-words, then the active playbook's terms (if it loads)."""
+def hotwords(settings: Settings, from_playbook: bool | None = None) -> list[str]:
+    """The settings' hot-words, then (if asked) the active playbook's terms.  Off by default:
+    on the shared clips the playbook prompt raised CER from 13.6 % to 17.3 % (docs/speech.md)."""
     terms = list(settings.asr_hotwords)
+    if not (settings.asr_playbook_hotwords if from_playbook is None else from_playbook):
+        return terms
     try:
         from agent.dialogue import load_playbook
 
