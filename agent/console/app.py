@@ -65,7 +65,12 @@ class Console:
 def open_console(settings: Settings, log_path: Path | None = None, store_path: Path | None = None) -> Console:
     store = ConsoleStore(store_path or settings.data_dir / "console.sqlite")
     labels = LabelStore(store.db)
-    return Console(settings, CallLog(log_path or settings.log_path), store, labels, CallIndex(store.db))
+    return Console(settings, CallLog(log_path or default_log_path(settings)), store, labels, CallIndex(store.db))
+
+
+def default_log_path(settings: Settings) -> Path:
+    """The embedded bus's own log, or on Kafka the file `dianxiao record` keeps."""
+    return settings.log_path if settings.bus == "embedded" else settings.data_dir / "calls.sqlite"
 
 
 class HttpError(Exception):
