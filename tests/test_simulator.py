@@ -41,13 +41,9 @@ async def test_do_not_call_over_the_bus_ends_the_call_on_that_turn(text_pipeline
 
 
 def _cli(*args):
-    from agent.cli import _COMMAND_MODULES
-    import importlib
-
+    import agent.cli.dialogue_cmds  # noqa: F401  (registers the eval commands)
     from agent.cli.app import app
 
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name)
     return CliRunner().invoke(app, list(args))
 
 
