@@ -12,6 +12,19 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is *now*: a logger bound to the stream of the moment breaks
+    once that stream is closed (typer's CliRunner swaps stderr per invocation)."""
+
+    def msg(self, message: str) -> None:
+        try:
+            print(message, file=sys.stderr, flush=True)
+        except ValueError:  # a closed stream: drop the line rather than fail the caller
+            pass
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     renderer = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
@@ -27,7 +40,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _CurrentStderr(),
         cache_logger_on_first_use=False,
     )
 
