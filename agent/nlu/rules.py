@@ -26,7 +26,7 @@ CONTENT_INTENTS = ("product_inquiry", "feature_inquiry", "integration_inquiry", 
 FEATURE_CUE = re.compile(r"节点|机房|地域|可用区|配(个|一台|台)|\d+g|并发|配置|性能|功能|参数|规格|内存|硬盘|带宽|cpu|gpu|几核|安全|备份|稳定|扩容|部署|容灾|响应|速度|延迟|存储|兼容")
 CORRECTION = re.compile(r"不是(?P<old>.{1,12}?)[,，]?(?:而是|是|要的是|应该是)")
 LEADING_FILLER = re.compile(r"^(?:(?:呃+|嗯+|唉|哎|诶|额|啊|哦|噢|那个|这个这个|这个,|就是说?|我跟你说啊?|我说|你听我说|是这样的?|是这样啊)[,.!?~ ]*)+")
-STRONG_PRICE = re.compile(r"多少|报价|报个价|怎么(收|卖|算)|什么价|啥价|价位|贵不贵|收费|计费|年费|月费|花")
+STRONG_PRICE = re.compile(r"按月|按年|分期|月付|年付|多少|报价|报个价|怎么(收|卖|算)|什么价|啥价|价位|贵不贵|收费|计费|年费|月费|花")
 BARE_NUMBER = re.compile(r"^[^\w]*(?:大概|大约|差不多|就|要|得|是|有|估计|至少)*(?P<n>[0-9.]+[kw万千]?|[零一二两三四五六七八九十百千万]+)(?:个|左右|吧|的样子|以上)?[^\w]*$")
 
 
@@ -78,6 +78,10 @@ class RuleUnderstander:
         for m in CORRECTION.finditer(text):
             found = [f for f in found if not (m.start("old") <= f.start and f.end <= m.end("old"))]
 
+        if any(f.type == "feature" and f.value == "offsite_backup" for f in found):
+            found = [f for f in found if not (f.type == "feature" and f.value == "data_backup")]
+        if "price_inquiry" in intents and len(intents) > 1 and not STRONG_PRICE.search(text) and not re.search(r"[吗呢?]|如何|怎么样", text):
+            intents.pop("price_inquiry")  # 这个价格我得跟老板商量: mentions the price, asks nothing
         neg = [f for f in found if f.type in ("feature", "product", "system") and negated(text, f)]
         pos = [f for f in found if f not in neg]
         if neg:
