@@ -13,6 +13,7 @@ only the bus work crosses threads:
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -74,8 +75,10 @@ class ThreadedConnector:
     """`async with ThreadedConnector(bus, "sip", lambda bridge: SipAgent(bus, cfg, bridge=bridge)) as c:`
     `c.connector` is the connector (use it from the media loop only: `await c.call(fn)`)."""
 
-    def __init__(self, bus: Bus, stage: str, make: Callable[[Any], Any]) -> None:
+    def __init__(self, bus: Bus, stage: str, make: Callable[[Any], Any], *, realtime: bool = True) -> None:
         self.bus, self.make = bus, make
+        self.realtime = realtime
+        self.scheduling = "normal"
         self.bridge = BusBridge(bus, stage)
         self.connector: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -94,8 +97,27 @@ class ThreadedConnector:
         await self.call(self.connector.start)
         return self
 
+    def _raise_priority(self) -> None:
+        # The 20 ms clock must win the CPU from the speech stages' worker threads (Whisper's
+        # intra-op threads run at the same priority as this one).  Round-robin real-time
+        # scheduling needs CAP_SYS_NICE; without it, fall back to a better nice value, else stay.
+        tid = threading.get_native_id()
+        try:
+            os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(10))
+            self.scheduling = "SCHED_RR"
+            return
+        except (AttributeError, PermissionError, OSError):
+            pass
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) - 5)
+            self.scheduling = "nice-5"
+        except (AttributeError, PermissionError, OSError):
+            self.scheduling = "normal"
+
     def _run(self, ready: threading.Event) -> None:
         assert self.loop is not None
+        if self.realtime:
+            self._raise_priority()
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
