@@ -46,7 +46,7 @@ def bench_correction_latency() -> None:
          note="NLU test texts are what callers said; any change there is an over-correction or a spelling choice")
 
 
-def bench_shared_clips(manifest: Path) -> None:
+def bench_shared_clips(manifest: Path, prompts: tuple[bool, ...] = (False,)) -> None:
     from agent import settings as settings_mod
     from agent.asrfix import Corrector, build_lexicon
     from agent.speech.asr import make_engine
@@ -62,7 +62,7 @@ def bench_shared_clips(manifest: Path) -> None:
     rows = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x.strip()]
     rows = [r for r in rows if r.get("language", "zh") == "zh"]
     for rate, label in ((16000, "16k"), (8000, "8k")):
-        for prompt in (False, True):
+        for prompt in prompts:
             raw_pairs, fixed_pairs, edits = [], [], []
             for r in rows:
                 pcm = read_wav_16k(manifest.parent / r["audio"])
@@ -82,11 +82,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=Path, default=ROOT.parent / "shared" / "data" / "speech" / "manifest.jsonl")
     ap.add_argument("--no-asr", action="store_true", help="only the correction latency (no Whisper)")
+    ap.add_argument("--with-prompt", action="store_true", help="also decode with the lexicon's hot-word prompt")
     a = ap.parse_args()
     bench_correction_latency()
     if not a.no_asr:
         if a.clips.is_file():
-            bench_shared_clips(a.clips)
+            bench_shared_clips(a.clips, (False, True) if a.with_prompt else (False,))
         else:
             emit("shared_clips_missing", 0, "", path=str(a.clips))
 

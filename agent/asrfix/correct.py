@@ -115,9 +115,10 @@ class Corrector:
             return Correction(text, text)
         protected = self._protected(text)
         exact_terms = self._exact_term_spans(text)
-        candidates: list[_Candidate] = self._learned_candidates(text, protected, exact_terms)
+        self_known = self._known_spans(text)
+        candidates: list[_Candidate] = self._learned_candidates(text, protected, exact_terms + self._known_spans(text))
         for run in _CJK.finditer(text):
-            candidates.extend(self._candidates(text, run.start(), run.end(), protected, exact_terms))
+            candidates.extend(self._candidates(text, run.start(), run.end(), protected, exact_terms, self_known))
         chosen: list[_Candidate] = []
         taken = [False] * len(text)
         for c in sorted(candidates, key=lambda c: (c.note != "learned confusion", -c.score, -len(c.term.text), c.start)):
@@ -155,13 +156,18 @@ class Corrector:
         for m in _NUMBER.finditer(text):
             for i in range(m.start(), m.end()):
                 prot[i] = True
+        return prot
+
+    def _known_spans(self, text: str) -> list[tuple[int, int]]:
+        """The taxonomy's cue words in the text: kept, though a longer term may contain one
+        (考情系统 -> 考勤系统 keeps 系统)."""
+        spans = []
         for w in self._protect_words:
             start = text.find(w)
             while start >= 0:
-                for i in range(start, start + len(w)):
-                    prot[i] = True
+                spans.append((start, start + len(w)))
                 start = text.find(w, start + 1)
-        return prot
+        return spans
 
     def _is_word(self, w: str) -> bool:
         return self.words.get(w, 0) >= WORD_MIN_FREQ or w in self.lexicon.known_words
@@ -208,7 +214,7 @@ class Corrector:
         return out
 
     def _candidates(self, text: str, lo: int, hi: int, protected: list[bool],
-                    exact_terms: list[tuple[int, int]]) -> list[_Candidate]:
+                    exact_terms: list[tuple[int, int]], known: list[tuple[int, int]]) -> list[_Candidate]:
         keys = [(_key(s) if (s := char_syllable(c)) else None) for c in text[lo:hi]]
         present = {k for k in keys if k}
         hits: dict[int, int] = defaultdict(int)
@@ -226,13 +232,14 @@ class Corrector:
                 for wl in lengths:
                     for a in range(lo, hi - wl + 1):
                         b = a + wl
-                        cand = self._judge(text, a, b, term, sound, protected, exact_terms)
+                        cand = self._judge(text, a, b, term, sound, protected, exact_terms, known)
                         if cand:
                             out.append(cand)
         return out
 
     def _judge(self, text: str, a: int, b: int, term: DomainTerm, sound: tuple[Syllable, ...],
-               protected: list[bool], exact_terms: list[tuple[int, int]]) -> _Candidate | None:
+               protected: list[bool], exact_terms: list[tuple[int, int]],
+               known: list[tuple[int, int]] = ()) -> _Candidate | None:
         window = text[a:b]
         if window == term.text or any(protected[a:b]):
             return None
@@ -245,6 +252,9 @@ class Corrector:
             if s < a or e > b or text[s:e].lower() not in term.text.lower():
                 return None
             extends = True
+        for s, e in known:  # a cue word is kept, inside a longer term that contains it
+            if not (e <= a or s >= b) and (s < a or e > b or text[s:e] not in term.text):
+                return None
         heard = _window_sounds(window)
         if heard is None:
             return None
