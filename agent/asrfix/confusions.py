@@ -24,7 +24,8 @@ from agent.asrfix.pinyin import sequence_similarity, text_syllables
 from agent.asrfix.wordlist import common_words
 
 DEFAULT_PATH = DATA_DIR / "spoken" / "confusions.yaml"
-MIN_SOUND = 0.6  # a learned spelling must still sound like the term (else it is a different word)
+MIN_SOUND = 0.75  # a learned spelling must still sound like the term (else it is a different word)
+MIN_SOUND_SHORT = 0.85  # two characters: every syllable must match (下个 is not 价格)
 
 
 def _clean(text: str) -> str:
@@ -57,7 +58,20 @@ def _aligned_span(ops: list[tuple[str, int, int, int, int]], r0: int, r1: int) -
     return a, b
 
 
-def mine(pairs: Iterable[tuple[str, str]], lexicon: DomainLexicon) -> list[dict]:
+def said_texts() -> str:
+    """What callers say in the NLU corpus's train and dev splits (never the test split): a
+    spelling found there is a real phrase, not a mis-hearing."""
+    out = []
+    for split in ("train", "dev"):
+        path = DATA_DIR / "nlu" / f"{split}.jsonl"
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    out.append(_clean(json.loads(line).get("text", "")))
+    return "\n".join(out)
+
+
+def mine(pairs: Iterable[tuple[str, str]], lexicon: DomainLexicon, corpus: str = "") -> list[dict]:
     terms = sorted((t for t in lexicon.targets() if t.sounds and len(t.text) >= 2), key=lambda t: -len(t.text))
     refs_seen: list[str] = []
     found: Counter[tuple[str, str]] = Counter()
@@ -84,7 +98,7 @@ def mine(pairs: Iterable[tuple[str, str]], lexicon: DomainLexicon) -> list[dict]
                             by_text[t.text] = t
                 start = r.lower().find(t.text.lower(), start + 1)
     words = common_words()
-    all_refs = "\n".join(refs_seen)
+    all_refs = "\n".join(refs_seen) + "\n" + corpus
     out = []
     for (heard, meant), n in found.most_common():
         term = by_text[meant]
@@ -94,7 +108,7 @@ def mine(pairs: Iterable[tuple[str, str]], lexicon: DomainLexicon) -> list[dict]
         if heard in all_refs or words.get(heard, 0) >= 20 or heard in lexicon.known_words:
             continue  # something callers really say, or an ordinary word: never rewrite it
         sim = max(sequence_similarity(sounds, s) for s in term.sounds)
-        if sim < MIN_SOUND:
+        if sim < (MIN_SOUND_SHORT if len(heard) <= 2 else MIN_SOUND):
             continue
         out.append({"heard": heard, "meant": meant, "kind": term.kind, "id": term.id, "count": n,
                     "sound": round(sim, 2)})
@@ -122,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
             if line.strip():
                 obj = json.loads(line)
                 pairs.append((obj["reference"], obj.get("asr", obj["text"])))
-    mined = mine(pairs, build_lexicon(a.playbook))
+    mined = mine(pairs, build_lexicon(a.playbook), said_texts())
     a.out.parent.mkdir(parents=True, exist_ok=True)
     header = ("# Confusions mined from Whisper base transcripts of synthetic TRAIN-split phone audio\n"
               "# (agent/asrfix/confusions.py; regenerate with the command in docs/spoken.md).\n")
