@@ -18,6 +18,9 @@ $(SYS_STAMP): deploy/system-packages.txt | $(BIN)/python
 
 $(STAMP): pyproject.toml $(SYS_STAMP) | $(BIN)/python
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	# Silero VAD + Smart Turn ONNX files ship in the pipecat-ai wheel; we need only those two
+	# files, not pipecat's ~30 dependencies (see agent/speech/assets.py).
+	$(BIN)/pip install -q --no-deps pipecat-ai==1.14.0
 	touch $(STAMP)
 
 setup: $(STAMP)
