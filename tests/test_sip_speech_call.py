@@ -17,6 +17,7 @@ from agent.settings import Settings
 from agent.testing import running_pipeline
 from connectors.sip.agent import SipAgent, SipAgentConfig
 from connectors.sip.peers import Baresip, have, to_caller_wav
+from connectors.threaded import ThreadedConnector
 from tests.speech_helpers import MODELS, clip, need_espeak, need_pipecat_models
 from tests.test_sip_calls import log_events
 
@@ -53,7 +54,10 @@ async def test_a_customer_calls_in_speaks_mandarin_and_hears_a_spoken_answer(emb
     subprocess.run(["sox", str(said), str(caller), "pad", "0.3", "8"], check=True, timeout=30)
     stages = [build_stage(n, audio_stage_settings) for n in AUDIO_STAGES]
     async with running_pipeline(embedded_bus, audio_stage_settings, stages):
-        async with SipAgent(embedded_bus, SipAgentConfig(port=0)) as agent:
+        # as `dianxiao sip serve` runs it: SIP/RTP on the media thread, away from Whisper's CPU work
+        async with ThreadedConnector(embedded_bus, "sip",
+                                     lambda b: SipAgent(embedded_bus, SipAgentConfig(port=0), bridge=b)) as media:
+            agent = media.connector
             host, port = agent.address
             phone = Baresip(tmp_path / "phone", caller)
             run = await phone.dial(f"sip:sales@{host}:{port}", seconds=16)
