@@ -139,3 +139,73 @@ def test_non_text_is_a_clear_error(nlu):
 def test_default_understander_is_the_rules():
     und = load_understander(None)
     assert und.understand("多少钱").decided_by == "rule"
+
+
+# --- what the dialogue team and the third hand-written set showed (general patterns, not sentences) ---
+
+
+def test_asr_spaces_between_the_number_and_concurrency_still_give_the_concurrency(nlu):
+    out = nlu.understand("云服务器 要两千 并发 多少钱")
+    assert {("product", "cloud_server"), ("concurrency", 2000)} <= ents(out)
+    assert {"price_inquiry", "feature_inquiry"} <= intents(out)
+
+
+def test_a_budget_runs_on_past_wan(nlu):
+    assert ("budget", 17000) in ents(nlu.understand("一万七千左右吧", ["你们预算大概多少"]))
+    assert ("budget", 17000) in ents(nlu.understand("预算一万七千左右"))
+
+
+def test_a_number_after_concurrency_that_belongs_to_the_term_is_not_a_second_concurrency(nlu):
+    out = nlu.understand("三千并发一年多少钱")
+    assert ents(out) == {("concurrency", 3000), ("term", 12)}
+
+
+def test_an_article_is_not_a_quantity(nlu):
+    assert ("quantity", 1) not in ents(nlu.understand("我们厂里想搞一套mes 大概二十条产线"))
+
+
+def test_a_bare_time_answer_books_the_call_back(nlu):
+    out = nlu.understand("明天下午三点吧", ["我现在没空"])
+    assert intents(out) == {"callback_request"}
+    assert ("callback_time", "tomorrow 15:00") in ents(out)
+    assert intents(nlu.understand("周五上午十点")) == {"callback_request"}
+
+
+def test_a_hypothetical_or_elliptical_follow_up_re_asks_the_price(nlu):
+    for text in ("如果买三年呢", "那两年呢"):
+        out = nlu.understand(text, ["一年多少钱"])
+        assert intents(out) == {"price_inquiry"}, text
+    assert ("term", 36) in ents(nlu.understand("如果买三年呢", ["一年多少钱"]))
+
+
+@pytest.mark.parametrize("text", ["我现在在开会，没空", "开车呢 不方便", "在开会", "我做不了主", "这个我说了不算 得问我们老板"])
+def test_busy_or_not_the_decision_maker_is_a_call_back(nlu, text):
+    assert intents(nlu.understand(text)) == {"callback_request"}
+
+
+@pytest.mark.parametrize("text", ["我们已经有合作的供应商了", "我们暂时没这个需求", "不用了"])
+def test_declining_the_offer_is_not_interested_and_not_a_correction(nlu, text):
+    assert intents(nlu.understand(text)) == {"not_interested"}
+
+
+def test_a_rival_they_would_leave_is_a_competitor_but_a_system_to_connect_stays_a_system(nlu):
+    out = nlu.understand("我们现在用的用友 为什么要换你们的")
+    assert "competitor_comparison" in intents(out) and ("competitor", "yonyou") in ents(out)
+    out = nlu.understand("我们现在用的用友 你们能对接吗")
+    assert "integration_inquiry" in intents(out) and ("system", "ERP") in ents(out)
+    assert ("competitor", "salesforce") in ents(nlu.understand("salesforce我们用了好几年了 你们比它强在哪"))
+
+
+def test_price_pain_and_a_conditional_signature(nlu):
+    assert intents(nlu.understand("这价格有点肉疼啊")) == {"price_objection"}
+    assert intents(nlu.understand("打个折呗 打个九折我就签")) == {"price_objection", "purchase_intent"}
+
+
+def test_a_database_to_add_is_our_product_unless_they_connect_it(nlu):
+    out = nlu.understand("另外再加个数据库", ["我要两台云服务器"])
+    assert ("product", "cloud_database") in ents(out) and "integration_inquiry" not in intents(out)
+    assert ("system", "DB") in ents(nlu.understand("能不能对接我们的数据库"))
+
+
+def test_memory_size_said_with_the_cores(nlu):
+    assert {("feature", "cpu"), ("feature", "memory")} <= ents(nlu.understand("服务器要八核十六g的"))

@@ -13,7 +13,9 @@ from agent.nlu.numbers import NUMBER, parse_number
 
 # Integration context decides whether "金蝶"/"MES" is their existing system or a rival/product.
 INTEGRATION_CUE = re.compile(r"对接|接入|集成|打通|连通|联通|连接|同步|接上|联动|兼容|导入|导出|互通|现有|已有|原有|现在用|在用|接口")
-COMPARISON_CUE = re.compile(r"比|相比|对比|比较|区别|优势|人家|别家|便宜|贵|报价|换|迁")
+# a connecting verb: "我们在用用友 能对接吗" is their system even when they also compare
+STRONG_INTEGRATION = re.compile(r"对接|接入|集成|打通|连通|联通|连接|同步|接上|联动|兼容|导入|导出|互通|接口")
+COMPARISON_CUE = re.compile(r"比|相比|对比|比较|区别|优势|人家|别家|便宜|贵|报价|换|迁|为什么|为啥|凭什么|干嘛|强在|好在|没必要")
 NEGATION_BEFORE = re.compile(r"(不要|不用|不需要|不想要|不必|去掉|取消|删掉|不考虑|没必要|用不着|用不上|暂时不要|先不要|不要了)(那个|这个|什么)?(的)?$")
 NEGATION_AFTER = re.compile(r"^(就|也|先|暂时)?(不要|不用|不需要|算了|去掉|取消|不考虑|没必要|用不着)")
 
@@ -22,15 +24,15 @@ _APPROX = r"(?:来|多|余|左右|上下)?"
 
 CONCURRENCY_RES = (
     re.compile(rf"{_N}{_APPROX}\s*(?:个)?(?:人|用户)(?:的)?同时(?:下单|访问|在线|使用|登录|用|操作|打开|抢购|上线)"),
-    re.compile(rf"{_N}{_APPROX}\s*(?:个|路)?(?:人|用户|用户量)?(?:的)?(?:同时)?(?:并发|并发量|并发数|qps|tps|同时在线|同时访问|同时使用|同时用|同时登录|在线)"),
-    re.compile(rf"(?:并发|并发量|并发数|同时在线|同时访问|qps|tps)(?:量|数)?(?:要|需要|得|大概|大约|差不多|是|在|达到|能到|到|有|上|支持|能|要求|至少|最少|起码)*(?:个)?{_N}"),
+    re.compile(rf"{_N}{_APPROX}[\s,]?(?:个|路)?(?:人|用户|用户量)?(?:的)?(?:同时)?(?:并发|并发量|并发数|qps|tps|同时在线|同时访问|同时使用|同时用|同时登录|在线)"),
+    re.compile(rf"(?:并发|并发量|并发数|同时在线|同时访问|qps|tps)(?:量|数)?(?:要|需要|得|大概|大约|差不多|是|在|达到|能到|到|有|上|支持|能|要求|至少|最少|起码)*(?:个)?{_N}(?!个?(?:年|月|天|季度|台|套))"),
     re.compile(rf"(?:支持|扛住|撑住|扛得住|抗住|顶住|承受)(?:住)?{_N}{_APPROX}(?:个)?(?:人|用户)?(?:同时|并发)"),
 )
 MONEY_UNIT = r"(?:块钱|块|元|圆|rmb|人民币|大洋|米)"
 BUDGET_RES = (
     re.compile(rf"(?:预算|经费|budget|资金)(?:是|有|在|大概|大约|差不多|就|只有|也就|控制在|不超过|最多|顶多|能有|给|:|：)*{_N}{_APPROX}{MONEY_UNIT}?"),
     re.compile(rf"{_N}{_APPROX}{MONEY_UNIT}"),
-    re.compile(rf"(?P<n>\d+(?:\.\d+)?\s*[w万]|[零〇一二两三四五六七八九十百千]+(?:点[一二三四五六七八九])?万){_APPROX}(?!(?:个|台|人|用户|并发|条|次|套|行|字|家|元|块))"),
+    re.compile(rf"(?P<n>\d+(?:\.\d+)?\s*[w万]|[零〇一二两三四五六七八九十百千]+(?:点[一二三四五六七八九])?万(?:[一二两三四五六七八九][千百]?)?){_APPROX}(?!(?:个|台|人|用户|并发|条|次|套|行|字|家|元|块))"),
     re.compile(rf"{_N}{_APPROX}{MONEY_UNIT}?(?=(?:一|每|/)(?:个)?(?:月|年))"),
     re.compile(rf"(?:才|只要|只卖|就卖|只收|才卖|才收){_N}{_APPROX}{MONEY_UNIT}?"),
     re.compile(rf"(?:一|每)(?:个)?(?:月|年)(?:要|得|花|付|就|给|大概|差不多)*{_N}{_APPROX}{MONEY_UNIT}?(?!个|台|人|并发|套)"),
@@ -42,6 +44,8 @@ TERM_RES = (
 TERM_WORDS = {"包年": 12, "年付": 12, "按年": 12, "包月": 1, "月付": 1, "按月": 1, "包季": 3, "季付": 3, "按季": 3}
 QUANTITY_UNITS = r"(?:台|套|个账号|个账户|个用户|个人用|个人使用|个坐席|个节点|个实例|个门店|个工厂|个车间|个站点|个设备|个license|个授权|个服务器|个子账号|个工位|个终端|个客户端|个分公司|条产线|条生产线|账号|账户|用户|坐席|节点|实例|门店|工厂|车间|站点|终端|license|授权|路摄像头|路视频|人用|人使用|个员工|员工|名员工|号人|人的团队|人团队|人的公司|人公司|个人)"
 CPU_RE = re.compile(r"(?:\d{1,3}|[一二两四六八十]{1,2})核(?:心)?(?!酸|心价值)")
+# 十六g after a core count (4核8G) or before 内存 is the memory size
+MEMORY_RE = re.compile(r"(?<=核)(?:的)?(?:\d{1,3}|[一二两四六八十]{1,3})(?:个)?(?:g|gb|g内存)(?![a-z])|(?:\d{1,3}|[一二两四六八十]{1,3})(?:个)?(?:g|gb)(?:的)?(?=内存)")
 QUANTITY_RE = re.compile(rf"{_N}{_APPROX}\s*{QUANTITY_UNITS}(?!同时|并发|在线)")
 
 PHONE_RUN = re.compile(r"(?<![\d.])\d[\d -]{9,16}\d(?![\d.])")
@@ -62,7 +66,7 @@ DAY_RE = re.compile(r"大后天|今天|今晚|明天|明早|明晚|后天|(?:下
 PART_RE = re.compile(r"(?:早上|上午|早晨|中午|下午|傍晚|晚上)(?!好)")
 HOUR_RE = re.compile(r"(?P<h>[0-9]{1,2}|[一二两三四五六七八九十]{1,3})(?:点|:|：)(?P<m>半|一刻|[0-9]{1,2}|[一二三四五六七八九十]{1,3}(?:分)?)?")
 DURATION_RE = re.compile(rf"(?:过)?(?P<n>{NUMBER}|半|一两|两三)(?:个)?(?P<u>分钟|小时|钟头|天)(?:后|以后|之后)?")
-LATER_RE = re.compile(r"晚点|晚些|等会|等一会|一会儿|回头|改天|下次|过会|过一会|稍后|有空|有时间|抽空")
+LATER_RE = re.compile(r"晚点|晚些|等会|等一会|等下|等一下|待会|迟点|一阵|一会儿|回头|改天|下次|过会|过一会|稍后|有空|有时间|抽空")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ def _overlaps(spans: list[tuple[int, int]], a: int, b: int) -> bool:
 def resolve_terms(text: str, hits: list[Hit]) -> list[Found]:
     integration = bool(INTEGRATION_CUE.search(text))
     comparison = bool(COMPARISON_CUE.search(text))
+    if integration and comparison and not STRONG_INTEGRATION.search(text):
+        integration = False  # 我们现在用的用友 为什么要换: a rival they would leave, not a system to connect
     out: list[Found] = []
     for h in hits:
         kinds = {t.kind: t for t in h.terms}
@@ -199,8 +205,13 @@ def extract(norm: Normalized, lexicon: Lexicon, want_later: bool = False, want_t
     for m in CPU_RE.finditer(text):
         if not _overlaps(taken, m.start(), m.end()):
             add(Found("feature", "cpu", m.start(), m.end()))
+    for m in MEMORY_RE.finditer(text):
+        if not _overlaps(taken, m.start(), m.end()):
+            add(Found("feature", "memory", m.start(), m.end()))
     for m in QUANTITY_RE.finditer(text):
         v = _n(m)
+        if m.group("n") == "一" and v == 1:
+            continue  # 搞一套MES / 来一台: an article, not a count the caller is giving
         if v and not _overlaps(taken, m.start(), m.end()):
             add(Found("quantity", v, m.start(), m.end()))
     for rx in BUDGET_RES:

@@ -27,6 +27,15 @@ FEATURE_CUE = re.compile(r"节点|机房|地域|可用区|配(个|一台|台)|\d
 CORRECTION = re.compile(r"不是(?P<old>.{1,12}?)[,，]?(?:而是|是|要的是|应该是)")
 LEADING_FILLER = re.compile(r"^(?:(?:呃+|嗯+|唉|哎|诶|额|啊|哦|噢|那个|这个这个|这个,|就是说?|我跟你说啊?|我说|你听我说|是这样的?|是这样啊)[,.!?~ ]*)+")
 STRONG_PRICE = re.compile(r"按月|按年|分期|月付|年付|多少|报价|报个价|怎么(收|卖|算)|什么价|啥价|价位|贵不贵|收费|计费|年费|月费|花")
+# an answer that is only a time ("明天下午三点吧", "周五上午") books the call-back
+_DAY = r"(?:大后天|今天|今晚|明天|明早|明晚|后天|(?:下个?|这个?|本)?(?:周|星期|礼拜)[一二三四五六日天末]|下周|下礼拜|下星期|周末|下个月|月底|月初)"
+_HOUR = r"(?:[0-9]{1,2}|[一二两三四五六七八九十]{1,3})(?:点|:|：)(?:半|一刻|[0-9]{1,2}|[一二三四五六七八九十]{1,3}分?)?(?:钟)?"
+TIME_ONLY = re.compile(
+    rf"^(?:那就?|就|那|要不|要不然|嗯|好)?[,. ]*(?:{_DAY}[,. ]*(?:的)?(?:早上|上午|中午|下午|傍晚|晚上)?[,. ]*(?:{_HOUR})?|(?:早上|上午|中午|下午|傍晚|晚上)?[,. ]*{_HOUR})"
+    r"(?:左右|前后|以后|之后|过后|吧|呗|行吗|可以吗|行不行|好吧|好了|的样子|再说|再聊|[,.!?~ ])*$"
+)
+# an elliptical follow-up ("那两年呢", "如果买三年呢") asks the previous question again with a new value
+FOLLOW_UP = re.compile(r"^(?:那|那么|那要是|要是|如果|假如|换成|改成|那如果|那换成)?.{0,10}(?:呢|的话)[?!. ]*$")
 BARE_NUMBER = re.compile(r"^[^\w]*(?:大概|大约|差不多|就|要|得|是|有|估计|至少)*(?P<n>[0-9.]+[kw万千]?|[零一二两三四五六七八九十百千万]+)(?:个|左右|吧|的样子|以上)?[^\w]*$")
 
 
@@ -128,6 +137,18 @@ class RuleUnderstander:
             found = [f for f in found if f.type != "callback_time" or f.value != "later"]
         if {"affirm", "deny"} <= set(intents):
             intents.pop("affirm")
+        if {"deny", "not_interested"} <= set(intents) and not neg and not CORRECTION.search(text):
+            intents.pop("deny")  # 不用了 declines the offer; it corrects nothing
+        if set(intents) <= {"other"} and TIME_ONLY.match(core_text):
+            intents = {"callback_request": 1.0}
+            found += [f for f in extract(norm, self.lexicon, want_later=False, want_time=True) if f.type == "callback_time"]
+        # 数据库 with nothing to connect it to is our cloud database, not their system
+        if not INTEGRATION_CUE.search(text):
+            found = [Found("product", "cloud_database", f.start, f.end) if f.type == "system" and f.value == "DB" and text[f.start : f.end] == "数据库" else f for f in found]
+            if any(f.type == "product" for f in found) and not any(f.type == "system" for f in found):
+                if "integration_inquiry" in intents and not re.search(r"api|接口|sdk|对接|接入|集成|打通", text):
+                    intents.pop("integration_inquiry")
+                    intents.setdefault("product_inquiry", 1.0)
 
         # a bare number answers the previous turn's question
         if not found and context:
@@ -143,6 +164,13 @@ class RuleUnderstander:
                         intents["feature_inquiry"] = 1.0
                     elif re.search(r"预算|多少钱|价格|报价", prev) and v >= 100:
                         found.append(Found("budget", v, m.start("n"), m.end("n")))
+
+        # an elliptical follow-up (那两年呢 / 如果买三年呢) re-asks the previous turn's question
+        if context and FOLLOW_UP.match(core_text) and not set(intents) - {"other", "supplement_demand"}:
+            prev_d = self.decide(self.rewriter(context[-1]), context[:-1])
+            inherited = {n: 0.9 for n in CONTENT_INTENTS if n in prev_d.intents}
+            if inherited:
+                intents = {k: v for k, v in intents.items() if k != "other"} | inherited
 
         # a supplement inherits the previous turn's need when it names none itself
         if "supplement_demand" in intents and context and not set(intents) & set(CONTENT_INTENTS):
