@@ -209,3 +209,24 @@ def test_a_database_to_add_is_our_product_unless_they_connect_it(nlu):
 
 def test_memory_size_said_with_the_cores(nlu):
     assert {("feature", "cpu"), ("feature", "memory")} <= ents(nlu.understand("服务器要八核十六g的"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("我喺度开紧会 迟啲先倾", {"callback_request"}),  # Cantonese progressive 紧, 迟啲 = later
+        ("唔使喇 多谢", {"not_interested"}),
+        ("整挺好 那就整一套呗", {"affirm", "purchase_intent"}),  # north-eastern 整
+        ("你们的价格比华为云高了一截", {"competitor_comparison", "price_objection"}),
+        ("最多五万块钱 多了批不下来", {"price_objection"}),
+        ("我只是个打工的 这事得我们领导拍板", {"callback_request"}),  # the boss signs, not a purchase
+        ("听着像AI啊", {"ask_if_robot"}),
+    ],
+)
+def test_dialect_and_objection_phrasings_from_the_fourth_set(nlu, text, expected):
+    assert intents(nlu.understand(text)) == expected
+
+
+def test_a_correction_said_the_other_way_round_keeps_only_the_new_value(nlu):
+    out = nlu.understand("不对 我要的是企业版不是专业版")
+    assert ("product", "saas_enterprise") in ents(out) and ("product", "saas_pro") not in ents(out)

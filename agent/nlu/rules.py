@@ -25,6 +25,8 @@ LATE_SUPPLEMENT = re.compile(r"^(还要|还需要|还得|也要|也需要|也得
 CONTENT_INTENTS = ("product_inquiry", "feature_inquiry", "integration_inquiry", "price_inquiry", "demo_request")
 FEATURE_CUE = re.compile(r"节点|机房|地域|可用区|配(个|一台|台)|\d+g|并发|配置|性能|功能|参数|规格|内存|硬盘|带宽|cpu|gpu|几核|安全|备份|稳定|扩容|部署|容灾|响应|速度|延迟|存储|兼容")
 CORRECTION = re.compile(r"不是(?P<old>.{1,12}?)[,，]?(?:而是|是|要的是|应该是)")
+# the same correction said the other way round: 我要的是企业版不是专业版
+LATE_CORRECTION = re.compile(r"(?:是|要|要的是)[^,，]{1,12}?[,，]?(?:不是|而不是)(?P<old>[^,，]{1,12})$")
 LEADING_FILLER = re.compile(r"^(?:(?:呃+|嗯+|唉|哎|诶|额|啊|哦|噢|那个|这个这个|这个,|就是说?|我跟你说啊?|我说|你听我说|是这样的?|是这样啊)[,.!?~ ]*)+")
 STRONG_PRICE = re.compile(r"按月|按年|分期|月付|年付|多少|报价|报个价|怎么(收|卖|算)|什么价|啥价|价位|贵不贵|收费|计费|年费|月费|花")
 # an answer that is only a time ("明天下午三点吧", "周五上午") books the call-back
@@ -84,7 +86,7 @@ class RuleUnderstander:
                         want_time=bool({"callback_request", "demo_request"} & set(intents)))
 
         # corrections: "不是1000，是2000并发" keeps only the new value
-        for m in CORRECTION.finditer(text):
+        for m in list(CORRECTION.finditer(text)) + list(LATE_CORRECTION.finditer(text)):
             found = [f for f in found if not (m.start("old") <= f.start and f.end <= m.end("old"))]
 
         if any(f.type == "feature" and f.value == "offsite_backup" for f in found):
