@@ -131,6 +131,10 @@ class TranscriptFinal(Envelope):
     language: str | None = None
     asr_model: str | None = None
     audio_ms: int | None = None
+    #: what the recogniser wrote before domain correction (None when nothing was corrected)
+    raw_text: str | None = None
+    #: each correction: {"start", "end", "before", "after", "kind", "id", "score", "note"}
+    corrections: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Intent(BaseModel):

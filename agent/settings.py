@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     asr_threads: int = Field(default=2, ge=1)
     asr_beam_size: int = Field(default=5, ge=1)
     asr_language: str = Field(default="zh")
+    asr_correction: bool = Field(
+        default=True,
+        description="correct near-homophones of playbook/lexicon terms in final transcripts (pinyin, guarded)",
+    )
     asr_short_window: bool = Field(default=True, description="encoder window sized to the utterance (fast); false = 30 s")
     asr_hotwords: list[str] = Field(default_factory=list, description="extra ASR hot-words (the playbook's terms are added)")
     asr_initial_prompt: str = Field(default="", description="sentence appended to the hot-word prompt")

@@ -5,6 +5,8 @@ configuration (a restarted stage, several test pipelines): loading Whisper takes
 
 from __future__ import annotations
 
+from typing import Any
+
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,7 +61,15 @@ def vad_stage(settings: Settings) -> VadStage:
 
 
 def asr_stage(settings: Settings) -> AsrStage:
-    return AsrStage(asr_engine(settings), hotwords(settings))
+    return AsrStage(asr_engine(settings), hotwords(settings), _corrector(settings.playbook) if settings.asr_correction else None)
+
+
+@lru_cache(maxsize=4)
+def _corrector(playbook: str) -> Any:
+    from agent.asrfix import Corrector, build_lexicon
+    from agent.asrfix.confusions import load_confusions
+
+    return Corrector(build_lexicon(playbook), learned=load_confusions())
 
 
 @lru_cache(maxsize=4)

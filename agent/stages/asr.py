@@ -52,10 +52,12 @@ class AsrStage(Stage):
     reads = (topics.SPEECH, topics.CONTROL)
     writes = (topics.TRANSCRIPTS,)
 
-    def __init__(self, engine: AsrEngine, hotwords: Sequence[str] = ()) -> None:
+    def __init__(self, engine: AsrEngine, hotwords: Sequence[str] = (), corrector: Any = None) -> None:
         self.engine = engine
         self.hotwords = list(hotwords)
-        self.version = engine.name
+        # Domain correction (agent/asrfix): pure text -> Correction(text, changes); None = off.
+        self.corrector = corrector
+        self.version = engine.name + ("+asrfix" if corrector is not None else "")
 
     def new_state(self, call_id: str) -> CallTranscripts:
         return CallTranscripts()
@@ -87,12 +89,17 @@ class AsrStage(Stage):
         if result is None or not result.text:
             log.info("empty final transcript dropped", call_id=ctx.call_id, turn=event.turn)
             return []
+        text, raw, changes = result.text, None, []
+        if self.corrector is not None:
+            fixed = self.corrector.correct(result.text)
+            if fixed.changes:
+                text, raw, changes = fixed.text, result.text, [c.as_dict() for c in fixed.changes]
         final = self.make(
-            ev.TranscriptFinal, event, ctx, 0, text=result.text, language=result.language,
+            ev.TranscriptFinal, event, ctx, 0, text=text, language=result.language,
             confidence=None if result.avg_logprob is None else round(math.exp(result.avg_logprob), 4),
-            asr_model=self.engine.name, audio_ms=result.audio_ms,
+            asr_model=self.version, audio_ms=result.audio_ms, raw_text=raw, corrections=changes,
         )
-        log.info("final transcript", call_id=ctx.call_id, turn=event.turn, text=result.text,
+        log.info("final transcript", call_id=ctx.call_id, turn=event.turn, text=text, corrected=len(changes),
                  decode_ms=round(result.decode_ms), audio_ms=result.audio_ms)
         return [Emit(topics.TRANSCRIPTS, final)]
 
