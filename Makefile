@@ -2,8 +2,9 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test
-STAMP := $(VENV)/.installed-$(EXTRAS)
+# The demo needs only the core and the NLU extra; the tests need every extra.
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 SYS_STAMP := $(VENV)/.system-packages
 
 .PHONY: setup demo test bench clean
@@ -16,25 +17,33 @@ $(SYS_STAMP): deploy/system-packages.txt | $(BIN)/python
 	bash scripts/install-system-packages.sh
 	touch $(SYS_STAMP)
 
-$(STAMP): pyproject.toml $(SYS_STAMP) | $(BIN)/python
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[nlu]"
+	touch $(DEMO_STAMP)
+
+$(TEST_STAMP): pyproject.toml $(SYS_STAMP) | $(BIN)/python
+	$(BIN)/pip install -q -e ".[test]"
 	# Silero VAD + Smart Turn ONNX files ship in the pipecat-ai wheel; we need only those two
 	# files, not pipecat's ~30 dependencies (see agent/speech/assets.py).
 	$(BIN)/pip install -q --no-deps pipecat-ai==1.14.0
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(DEMO_STAMP)
 
-setup: $(STAMP)
+## Everything (all extras, Debian packages): what the tests and the audio demo need.
+setup: $(TEST_STAMP)
 
 ## A full simulated sales call on the embedded bus, printed turn by turn.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/dianxiao demo
 
 ## Set up and run the whole test suite (what CI runs).
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+## Benchmarks: machine-readable lines on stdout (figures in README.md and docs/).
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/bench_bus.py
+	$(BIN)/python bench/bench_nlu.py
+	$(BIN)/python bench/bench_dialogue.py
 
 clean:
 	rm -rf $(VENV) .dianxiao
