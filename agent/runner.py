@@ -123,8 +123,11 @@ class StageRunner:
         if replay:
             return []
         self.handled += 1
+        took = time.perf_counter() - started
         self.metrics.events.labels(self.stage.name, rec.topic).inc()
-        self.metrics.latency.labels(self.stage.name).observe(time.perf_counter() - started)
+        self.metrics.latency.labels(self.stage.name).observe(took)
+        log.debug("event handled", call_id=event.call_id, turn=event.turn, stage=self.stage.name,
+                  event_type=event.type, emitted=len(emits), ms=round(took * 1000, 2))
         return [(e.topic, e.event.call_id, ev.encode(e.event)) for e in emits]  # type: ignore[attr-defined]
 
     def _context(self, call_id: str, partition: int) -> CallContext:
@@ -137,7 +140,8 @@ class StageRunner:
 
     def _dead_letter(self, rec: Record, reason: str) -> tuple[str, str, bytes]:
         self.metrics.dead_letters.labels(self.stage.name).inc()
-        log.warning("dead letter", source_topic=rec.topic, offset=rec.offset, reason=reason[:300])
+        log.warning("dead letter", call_id=rec.key, stage=self.stage.name, source_topic=rec.topic,
+                    offset=rec.offset, reason=reason[:300])
         dl = ev.DeadLetter(
             # Same record -> same id, so a re-handled bad record is not reported twice.
             event_id=ev.derived_event_id(f"{rec.topic}/{rec.partition}/{rec.offset}", self.stage.name, 0),

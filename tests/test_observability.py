@@ -1,0 +1,43 @@
+"""An operator scrapes Prometheus metrics from a running pipeline and reads JSON logs that
+carry the call id and turn of every line a stage writes while handling a call."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+
+from agent.observability import configure_logging
+from agent.textcall import run_text_call
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_metrics_count_events_latency_and_dead_letters_per_stage(text_pipeline):
+    bus = text_pipeline.bus
+    await bus.publish("transcripts", "call-x", b"garbage")
+    await run_text_call(bus, ["你好", "云服务器多少钱"])
+    metrics = text_pipeline.runner("nlu").metrics
+    port = _free_port()
+    metrics.serve(port)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'dianxiao_events_total{stage="nlu",topic="transcripts"} 2.0' in body
+    assert 'dianxiao_dead_letters_total{stage="nlu"} 1.0' in body
+    assert 'dianxiao_stage_seconds_count{stage="nlu"} 2.0' in body
+    assert "dianxiao_consumer_lag" in body
+
+
+async def test_json_logs_carry_call_id_turn_and_stage(text_pipeline, capsys):
+    configure_logging("DEBUG", "json")
+    await text_pipeline.bus.publish("transcripts", "call-log", b"not an event")
+    await run_text_call(text_pipeline.bus, ["你好"], call_id="call-log")
+    lines = [json.loads(l) for l in capsys.readouterr().err.splitlines() if l.startswith("{")]
+    dead = [l for l in lines if l.get("event") == "dead letter"]
+    assert dead and dead[0]["source_topic"] == "transcripts" and dead[0]["call_id"] == "call-log"
+    handled = [l for l in lines if l.get("event") == "event handled" and l.get("call_id") == "call-log"]
+    assert {l["stage"] for l in handled} == {"nlu", "dst", "policy"}
+    assert all(l["turn"] == 1 for l in handled)
