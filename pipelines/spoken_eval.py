@@ -13,6 +13,8 @@ correction, and each utterance the ear got wrong."""
 
 from __future__ import annotations
 
+from agent.jsonl import read_jsonl
+
 import json
 import time
 import wave
@@ -55,13 +57,7 @@ class Heard:
 def load_spoken(path: Path) -> list[SpokenItem]:
     items = []
     base = path.parent
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SpokenDataError(f"{path}:{i}: not JSON ({exc})") from exc
+    for i, obj in read_jsonl(path, SpokenDataError):
         if not isinstance(obj, dict) or not isinstance(obj.get("audio"), str):
             raise SpokenDataError(f"{path}:{i}: expected an object with a string 'audio'")
         try:

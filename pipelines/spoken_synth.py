@@ -18,6 +18,8 @@ what is new."""
 
 from __future__ import annotations
 
+from agent.jsonl import read_jsonl
+
 import argparse
 import hashlib
 import importlib
@@ -137,13 +139,7 @@ class Item:
 def read_items(path: Path, split: str | None = None) -> list[Item]:
     split = split or path.stem
     items = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{i}: not JSON ({exc})") from exc
+    for i, obj in read_jsonl(path):
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise ValueError(f"{path}:{i}: expected an object with a string 'text'")
         items.append(Item(obj["text"], list(obj.get("intents") or []), list(obj.get("entities") or []),

@@ -7,6 +7,8 @@ CER is edit distance / reference length on `textnorm.for_cer` of both sides.
 
 from __future__ import annotations
 
+from agent.jsonl import read_jsonl
+
 import json
 import statistics
 import time
@@ -106,14 +108,8 @@ def _pct(xs: list[float], q: float) -> float:
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not JSON: {exc}") from None
-        if "audio" not in item or "text" not in item:
+    for n, item in read_jsonl(path):
+        if not isinstance(item, dict) or "audio" not in item or "text" not in item:
             raise ValueError(f"{path}:{n}: needs 'audio' and 'text'")
         item["_path"] = (path.parent / item["audio"]).resolve()
         items.append(item)
