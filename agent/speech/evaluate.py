@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from agent.jsonl import read_jsonl
 
-import json
 import statistics
 import time
 from collections.abc import Callable, Iterable
