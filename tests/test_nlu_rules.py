@@ -230,3 +230,17 @@ def test_dialect_and_objection_phrasings_from_the_fourth_set(nlu, text, expected
 def test_a_correction_said_the_other_way_round_keeps_only_the_new_value(nlu):
     out = nlu.understand("不对 我要的是企业版不是专业版")
     assert ("product", "saas_enterprise") in ents(out) and ("product", "saas_pro") not in ents(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("我不负责这块 你找我们采购", {"callback_request"}),  # sent elsewhere: not a purchase
+        ("我们要采购一批服务器", {"purchase_intent"}),
+        ("你们能开专票吗", {"purchase_intent"}),
+        ("这个是包年还是包月的", {"price_inquiry"}),
+        ("不是说好了八折吗", {"price_objection"}),
+    ],
+)
+def test_spot_checked_sales_phrasings(nlu, text, expected):
+    assert intents(nlu.understand(text)) == expected
