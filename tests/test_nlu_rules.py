@@ -244,3 +244,23 @@ def test_a_correction_said_the_other_way_round_keeps_only_the_new_value(nlu):
 )
 def test_spot_checked_sales_phrasings(nlu, text, expected):
     assert intents(nlu.understand(text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("价格能再谈谈吗", {"price_objection"}),  # negotiating is a price objection
+        ("等我开完会再说", {"callback_request"}),
+        ("我们年底才有预算", {"callback_request"}),
+        ("现在没这个预算", {"not_interested"}),
+        ("额 不太需要", {"not_interested"}),
+        ("把你们的方案发一份给我", {"product_inquiry"}),  # asks what we offer, in writing
+    ],
+)
+def test_budget_timing_negotiation_and_material_requests(nlu, text, expected):
+    assert intents(nlu.understand(text)) == expected
+
+
+def test_localisation_and_io_points_are_features(nlu):
+    assert ("feature", "compliance") in ents(nlu.understand("我们是国企 要信创的"))
+    assert ("feature", "device_access") in ents(nlu.understand("每个工厂大概两千个点位"))
