@@ -264,3 +264,19 @@ def test_budget_timing_negotiation_and_material_requests(nlu, text, expected):
 def test_localisation_and_io_points_are_features(nlu):
     assert ("feature", "compliance") in ents(nlu.understand("我们是国企 要信创的"))
     assert ("feature", "device_access") in ents(nlu.understand("每个工厂大概两千个点位"))
+
+
+def test_acronyms_spelled_letter_by_letter_are_read_as_the_word(nlu):
+    out = nlu.understand("那个 e r p 能对接吗")
+    assert intents(out) == {"integration_inquiry"} and ("system", "ERP") in ents(out)
+    out = nlu.understand("你们有没有 c r m")  # asks whether we sell one
+    assert intents(out) == {"product_inquiry"} and ("system", "CRM") in ents(out)
+
+
+@pytest.mark.parametrize("text", ["晓得了 晓得了", "莫得问题", "中 就这么着吧", "收到"])
+def test_acknowledgements_in_dialect_are_affirm(nlu, text):
+    assert intents(nlu.understand(text)) == {"affirm"}
+
+
+def test_asr_homophone_of_price(nlu):
+    assert intents(nlu.understand("你们的价各是多少")) == {"price_inquiry"}

@@ -80,6 +80,7 @@ def _map_regex(norm: Normalized, pattern: re.Pattern[str], table: dict[str, str]
 _CJK = r"\u3400-\u9fff"
 _SPACE_INSIDE_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
 _MULTISPACE = re.compile(r"\s{2,}")
+_SPELLED_LATIN = re.compile(r"(?<![a-z0-9])[a-z](?: [a-z])+(?![a-z0-9])")
 
 
 _PUNCT = {"。": ".", "、": ",", "「": '"', "」": '"', "『": '"', "』": '"', "【": "[", "】": "]", "《": "<", "》": ">"}
@@ -134,7 +135,10 @@ def normalize_basic(text: str) -> Normalized:
     norm = _rewrite(norm, [(m.start(), m.end(), gap if _between_cjk(norm.text, m.start(), m.end()) else "")
                            for m in _SPACE_INSIDE_CJK.finditer(norm.text)])
     norm = _rewrite(norm, [(m.start(), m.end(), " ") for m in _MULTISPACE.finditer(norm.text)])
-    return norm
+    # ASR spells acronyms letter by letter ("c r m", "e r p"): join the letters back into the word
+    gaps = [(run.start() + i, run.start() + i + 1, "") for run in _SPELLED_LATIN.finditer(norm.text)
+            for i, ch in enumerate(run.group(0)) if ch == " "]
+    return _rewrite(norm, gaps) if gaps else norm
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,9 @@ class RuleUnderstander:
         systems = [f for f in pos if f.type == "system"]
         if systems:
             wanted = [f for f in systems if SYSTEM_WANT.search(text[max(0, f.start - 10) : f.start])]
+            if not INTEGRATION_CUE.search(text):  # 你们有没有CRM: do we sell one (nothing to connect)
+                wanted += [f for f in systems if f not in wanted and f.value != "API"
+                           and re.search(r"(你们|你家)(这边|那边)?(有没有|有)$", text[max(0, f.start - 8) : f.start])]
             if wanted:  # 想搞个CRM: they want one, from us
                 intents["product_inquiry"] = 1.0
             if INTEGRATION_CUE.search(text) or len(wanted) < len(systems):
