@@ -280,3 +280,36 @@ def test_acknowledgements_in_dialect_are_affirm(nlu, text):
 
 def test_asr_homophone_of_price(nlu):
     assert intents(nlu.understand("你们的价各是多少")) == {"price_inquiry"}
+
+
+def test_a_correction_of_a_bare_number_replaces_it(nlu):
+    out = nlu.understand("三百不对 三千", ["要多少并发"])
+    assert {"deny", "feature_inquiry"} <= intents(out) and ents(out) == {("concurrency", 3000)}
+
+
+def test_by_the_way_is_not_a_yes_but_right_right_is(nlu):
+    assert "affirm" not in intents(nlu.understand("对了 再问一下 有没有发票", ["多少钱"]))
+    assert intents(nlu.understand("对了对了")) == {"affirm"}
+
+
+def test_a_vendor_of_their_equipment_is_not_a_rival_unless_compared(nlu):
+    assert "competitor_comparison" not in intents(nlu.understand("我们在用西门子的plc 能采集吗"))
+    assert ("competitor", "siemens") in ents(nlu.understand("你们比西门子的好在哪"))
+
+
+def test_our_product_named_with_yours_stays_a_product_next_to_their_system(nlu):
+    out = nlu.understand("我想问问你们那个mes 跟我们现有的金蝶能不能对接 大概多少钱")
+    assert {("product", "mes"), ("system", "ERP")} <= ents(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("嗯嗯 是我 什么事", {"greeting"}),
+        ("你说 我听着呢", {"affirm"}),
+        ("先不试用了 直接买吧", {"purchase_intent"}),
+        ("我们主要担心数据安全 另外价格也是个问题", {"feature_inquiry", "price_objection"}),
+    ],
+)
+def test_answering_the_phone_go_ahead_and_mixed_concerns(nlu, text, expected):
+    assert intents(nlu.understand(text)) == expected

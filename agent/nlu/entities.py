@@ -15,6 +15,9 @@ from agent.nlu.numbers import NUMBER, parse_number
 INTEGRATION_CUE = re.compile(r"对接|接入|集成|打通|连通|联通|连接|同步|接上|联动|兼容|导入|导出|互通|现有|已有|原有|现在用|在用|接口")
 # a connecting verb: "我们在用用友 能对接吗" is their system even when they also compare
 STRONG_INTEGRATION = re.compile(r"对接|接入|集成|打通|连通|联通|连接|同步|接上|联动|兼容|导入|导出|互通|接口")
+OURS_BEFORE = re.compile(r"(你们|你家|贵公司)(的|那个|这个|家的?|那款|这款)?$")
+# automation vendors whose hardware callers own; they are rivals only when the caller compares
+HARDWARE_VENDORS = frozenset({"siemens", "rockwell", "supcon"})
 COMPARISON_CUE = re.compile(r"比|相比|对比|比较|区别|优势|人家|别家|便宜|贵|报价|换|迁|为什么|为啥|凭什么|干嘛|强在|好在|没必要")
 NEGATION_BEFORE = re.compile(r"(不要|不用|不需要|不想要|不必|去掉|取消|删掉|不考虑|没必要|用不着|用不上|暂时不要|先不要|不要了)(那个|这个|什么)?(的)?$")
 NEGATION_AFTER = re.compile(r"^(就|也|先|暂时)?(不要|不用|不需要|算了|去掉|取消|不考虑|没必要|用不着)")
@@ -96,6 +99,16 @@ def resolve_terms(text: str, hits: list[Hit]) -> list[Found]:
     out: list[Found] = []
     for h in hits:
         kinds = {t.kind: t for t in h.terms}
+        if "product" in kinds and OURS_BEFORE.search(text[max(0, h.start - 6) : h.start]):
+            out.append(Found("product", kinds["product"].value, h.start, h.end))  # 你们那个MES: ours
+            continue
+        if (
+            "competitor" in kinds
+            and kinds["competitor"].value in HARDWARE_VENDORS
+            and not comparison
+            and re.search(r"plc|dcs|设备|控制器|变频器|仪表|硬件|机器", text)
+        ):
+            continue  # PLC都是西门子的: the brand of their equipment, not a rival being compared
         if integration and "system" in kinds and not (comparison and "competitor" in kinds and not integration):
             order = ("system", "product", "competitor", "feature", "region")
         else:

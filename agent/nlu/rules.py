@@ -38,6 +38,7 @@ TIME_ONLY = re.compile(
 )
 # an elliptical follow-up ("那两年呢", "如果买三年呢") asks the previous question again with a new value
 FOLLOW_UP = re.compile(r"^(?:那|那么|那要是|要是|如果|假如|换成|改成|那如果|那换成)?.{0,10}(?:呢|的话)[?!. ]*$")
+WRONG_PREFIX = re.compile(r"^[^\w]*(?:不是|不对|错了|说错了|搞错了|刚才说错了)?[^,. ]{0,8}?(?:不对|错了|说错了|搞错了)[,. ]*(?:是|应该是|改成)?")
 BARE_NUMBER = re.compile(r"^[^\w]*(?:大概|大约|差不多|就|要|得|是|有|估计|至少)*(?P<n>[0-9.]+[kw万千]?|[零一二两三四五六七八九十百千万]+)(?:个|左右|吧|的样子|以上)?[^\w]*$")
 
 
@@ -155,20 +156,27 @@ class RuleUnderstander:
                     intents.pop("integration_inquiry")
                     intents.setdefault("product_inquiry", 1.0)
 
-        # a bare number answers the previous turn's question
-        if not found and context:
-            m = BARE_NUMBER.match(text)
+        # a bare number answers the previous turn's question (also after 三百不对 / 说错了: a correction)
+        wrong = WRONG_PREFIX.match(text)
+        off = wrong.end() if wrong and wrong.end() > 0 else 0
+        if context and not [f for f in found if f.start >= off]:
+            m = BARE_NUMBER.match(text[off:])
+            if m and off:
+                found = []  # 三百不对 三千: the old value goes
+                intents.pop("other", None)
+                intents["deny"] = 1.0
             prev = self.rewriter(context[-1]).text
             if m:
                 from agent.nlu.numbers import parse_number
 
                 v = parse_number(m.group("n"))
                 if v:
+                    a, b = off + m.start("n"), off + m.end("n")
                     if re.search(r"并发|同时在线|qps", prev):
-                        found.append(Found("concurrency", v, m.start("n"), m.end("n")))
+                        found.append(Found("concurrency", v, a, b))
                         intents["feature_inquiry"] = 1.0
                     elif re.search(r"预算|多少钱|价格|报价", prev) and v >= 100:
-                        found.append(Found("budget", v, m.start("n"), m.end("n")))
+                        found.append(Found("budget", v, a, b))
 
         # an elliptical follow-up (那两年呢 / 如果买三年呢) re-asks the previous turn's question
         if context and FOLLOW_UP.match(core_text) and not set(intents) - {"other", "supplement_demand"}:
