@@ -313,3 +313,9 @@ def test_our_product_named_with_yours_stays_a_product_next_to_their_system(nlu):
 )
 def test_answering_the_phone_go_ahead_and_mixed_concerns(nlu, text, expected):
     assert intents(nlu.understand(text)) == expected
+
+
+def test_northern_day_words_book_the_call_back(nlu):
+    out = nlu.understand("后儿个上午")
+    assert intents(out) == {"callback_request"} and ("callback_time", "day_after_tomorrow morning") in ents(out)
+    assert ("callback_time", "today 20:00") in ents(nlu.understand("今儿晚上八点"))
