@@ -284,7 +284,7 @@ def simple_clause(intent: str, s: Slots, bank: str) -> Clause:
         "ask_if_robot": ["你到底是人还是机器", "是AI吧你", "是不是人工智能啊", "你是真人吗还是录音"],
         "affirm": ["嗯嗯行", "可以的", "对对对", "好嘞", "没毛病"],
         "deny": ["不对不对", "错了", "不是这个", "没有没有"],
-        "other": ["等一下我这边有人", "听不太清", "哦这样啊", "我问问我们老板", "那个什么来着"],
+        "other": ["等一下我这边有人", "听不太清", "哦这样啊", "你刚说的啥没听清", "那个什么来着"],
     }
     return _c(s.rng.choice((bank_a if bank == "A" else bank_b)[intent]), {intent} - {"other"})
 

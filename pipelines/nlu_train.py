@@ -90,10 +90,10 @@ def _build_model(base: str | None, n_labels: int):
 
 def encode(tok, examples: list[Example], max_len: int = MAX_LEN):
     texts = [e.text or " " for e in examples]
-    pairs = [e.context[-1] if e.context else "" for e in examples]
-    if any(pairs):
-        return tok(texts, [p or " " for p in pairs], truncation=True, max_length=max_len, padding=True, return_tensors="np")
-    return tok(texts, truncation=True, max_length=max_len, padding=True, return_tensors="np")
+    # Always two segments (a blank one without context), exactly as inference encodes them
+    # (agent/nlu/model.py): one input shape whatever else the batch holds.
+    pairs = [e.context[-1] if e.context and e.context[-1] else " " for e in examples]
+    return tok(texts, pairs, truncation=True, max_length=max_len, padding=True, return_tensors="np")
 
 
 def targets(examples: list[Example], names: list[str]) -> np.ndarray:

@@ -55,9 +55,9 @@ class OnnxIntentModel:
         self.session = ort.InferenceSession(str(d / self.meta["onnx"]), opts, providers=["CPUExecutionProvider"])
 
     def probs(self, text: str, context: Sequence[str] = ()) -> np.ndarray:
-        # training (pipelines/nlu_train.encode) gives an utterance without context a blank second
-        # segment whenever its batch holds a context example, i.e. almost always; a single-segment
-        # input here was a train/serve mismatch that cost 2.3 F1 points at fp32
+        # training (pipelines/nlu_train.encode) always gives an utterance without context a blank
+        # second segment; a single-segment input here was a train/serve mismatch that cost 2.3 F1
+        # points at fp32
         pair = context[-1] if context and context[-1] else " "
         enc = self.tok.encode(text or " ", pair)
         ids = np.array([enc.ids], dtype=np.int64)
