@@ -80,10 +80,9 @@ def replay_events(call_id: str, recorded: Sequence[Any], stages: Sequence[Stage]
     if not stages:
         raise ValueError("choose at least one stage to replay")
     first = stages[0]
-    wanted_input = {t for t in first.reads}
-    topic_of = {cls: name for cls, name in _OUTPUT_TYPES.items()}
+    topic_of = _OUTPUT_TYPES
     # The first stage's inputs: recorded events of the types it consumes (transcripts for nlu…)
-    inputs = [e for e in recorded if _topic_guess(e) in wanted_input]
+    inputs = [e for e in recorded if _topic_guess(e) in first.reads]
     current: list[Any] = inputs
     new_outputs: dict[str, dict[int, Any]] = {}
     for stage in stages:

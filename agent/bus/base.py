@@ -12,7 +12,6 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -119,7 +118,3 @@ class Bus(ABC):
             for tp in await self.topic_partitions(topic):
                 total += max(0, await self.end_offset(tp) - await self.committed(group, tp))
         return total
-
-
-def describe(bus: Any) -> str:
-    return type(bus).__name__
