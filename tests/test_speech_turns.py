@@ -22,7 +22,7 @@ def feed(probs, params=TurnParams()):
 
 def test_speech_then_silence_is_one_turn_that_ends_at_the_max_silence_fallback():
     events = feed([0.0] * 5 + [0.9] * 30 + [0.0] * 60)
-    assert events == [("started", ""), ("pause", ""), ("end", "max_silence")]
+    assert events == [("started", ""), ("early", ""), ("pause", ""), ("end", "max_silence")]
 
 
 def test_a_blip_shorter_than_the_start_time_is_not_speech():
@@ -31,7 +31,7 @@ def test_a_blip_shorter_than_the_start_time_is_not_speech():
 
 def test_a_short_pause_then_more_speech_stays_in_the_same_turn():
     events = feed([0.9] * 20 + [0.0] * 10 + [0.9] * 20 + [0.0] * 60)
-    assert events == [("started", ""), ("pause", ""), ("resumed", ""), ("pause", ""), ("end", "max_silence")]
+    assert events == [("started", ""), ("early", ""), ("pause", ""), ("resumed", ""), ("early", ""), ("pause", ""), ("end", "max_silence")]
 
 
 def test_a_monologue_is_cut_at_max_turn_length():

@@ -117,26 +117,52 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
 
 def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16k: np.ndarray,
                   hotwords: Iterable[str] = ()) -> tuple[float, float, str] | None:
-    """Stream the clip (as 8 kHz mu-law frames) plus 2 s of silence through a fresh VAD stage;
-    for the last final segment return (end of speech -> final transcript ms, of which endpoint
-    wait ms, final text).  End of speech = end of the last speech window; the wait is media
-    time (the silence the turn-taker needed), the rest is measured compute (Smart Turn +
-    Whisper decode of the final segment)."""
+    """Stream the clip (as 8 kHz mu-law frames, paced in real time like a phone line) into a
+    fresh VAD stage, with a real ASR stage consuming its segments on a worker thread (as a
+    separate ASR consumer does); for the last final transcript return (end of speech -> final
+    transcript ms, of which endpoint wait ms, final text).
+
+    End of speech = end of the last speech window, on the wall clock of the paced stream; the
+    final is ready when the ASR stage has published it - a partial decoded during the pause is
+    reused.  The wait is media time: the silence the turn-taker needed before ending the turn.
+    Wall-clock measured, so it takes as long as the audio (plus a little silence)."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from agent.stages.asr import AsrStage
+
     stage = vad_stage_factory()
+    asr = AsrStage(engine, list(hotwords))
     ctx = CallContext(call_id="eval", state=stage.new_state("eval"))
+    actx = CallContext(call_id="eval", state=asr.new_state("eval"))
+    speech_frames = -(-len(pcm16k) // (16000 * ev.FRAME_MS // 1000))
     audio = np.concatenate([pcm16k, np.zeros(32000, dtype=np.int16)])
-    last: tuple[float, float, str] | None = None
-    for i, payload in enumerate(pcm_to_ulaw_frames(audio, 16000)):
+
+    def run_asr(seg: ev.SpeechSegment) -> tuple[list[Any], float]:
+        out = asr.handle(seg, actx)
+        return out, time.perf_counter()
+
+    finals: list[tuple[float, float, Future]] = []  # (speech end on the wall clock, wait ms, decode)
+    with ThreadPoolExecutor(max_workers=1) as pool:
         t0 = time.perf_counter()
-        out = stage.handle(ev.AudioFrame(call_id="eval", codec="pcmu8k", frame_index=i, payload=payload), ctx)
-        vad_ms = (time.perf_counter() - t0) * 1000
-        for emit in out:
-            seg = emit.event
-            if isinstance(seg, ev.SpeechSegment) and seg.final:
-                speech_end_ms = seg.end_ms - stage.params.tail_ms
-                wait_ms = (i + 1) * ev.FRAME_MS - speech_end_ms
-                res = engine.transcribe(np.frombuffer(seg.audio_pcm16, dtype="<i2"), list(hotwords))
-                last = (wait_ms + vad_ms + res.decode_ms, wait_ms, res.text)
+        for i, payload in enumerate(pcm_to_ulaw_frames(audio, 16000)):
+            # frame i is complete (and can be sent) once its 20 ms have been spoken
+            time.sleep(max(0.0, t0 + (i + 1) * ev.FRAME_MS / 1000 - time.perf_counter()))
+            out = stage.handle(ev.AudioFrame(call_id="eval", codec="pcmu8k", frame_index=i, payload=payload), ctx)
+            for emit in out:
+                seg = emit.event
+                if isinstance(seg, ev.SpeechSegment):
+                    fut = pool.submit(run_asr, seg)
+                    if seg.final:
+                        speech_end_ms = seg.end_ms - stage.params.tail_ms
+                        finals.append((t0 + speech_end_ms / 1000, (i + 1) * ev.FRAME_MS - speech_end_ms, fut))
+            if i >= speech_frames and finals and ctx.state.turn.phase.value == "quiet":
+                break  # the clip is over and its last turn has ended
+        last: tuple[float, float, str] | None = None
+        for speech_end, wait_ms, fut in finals:
+            emits, done = fut.result()
+            texts = [e.event.text for e in emits if isinstance(e.event, ev.TranscriptFinal)]
+            if texts:
+                last = ((done - speech_end) * 1000, wait_ms, texts[0])
     return last
 
 

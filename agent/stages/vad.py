@@ -2,9 +2,9 @@
 
 Caller frames (8 kHz mu-law or 16 kHz PCM16) become 16 kHz PCM16 in a per-call ring buffer;
 Silero scores each 32 ms window; agent/speech/turns.py decides starts, pauses and ends; at a
-pause Smart Turn says whether the turn sounds finished.  A pause that is not an end produces a
-partial segment (final=False) so the ASR can decode while the caller thinks; the end produces
-the final segment.
+pause Smart Turn says whether the turn sounds finished.  A short silence (before the pause)
+produces a partial segment (final=False) so the ASR can decode while the caller thinks and
+while the pause and Smart Turn are still pending; the end produces the final segment.
 
 The stage also reads the bot's frames on audio.out to know, on the call's media clock, when the
 bot is talking: caller speech that starts then is a barge-in.
@@ -50,6 +50,7 @@ class CallAudio:
     bot_start_ms: int = 0
     bot_until_ms: int = 0
     barged: set[str] = field(default_factory=set)
+    last_partial: tuple[int, int, int] | None = None  # (turn, start_ms, end_ms) of the last partial sent
 
     @property
     def media_ms(self) -> int:
@@ -153,12 +154,16 @@ class VadStage(Stage):
                 out.append(Emit(topics.CONTROL, make(ev.BargeIn, reply_event_id=st.bot_reply, heard_ms=heard)))
                 log.info("barge-in", call_id=ctx.call_id, reply=st.bot_reply, heard_ms=heard)
             return out
-        if tev.kind == "pause":
-            # The partial goes first, so that an ASR running in another process decodes it
-            # while Smart Turn thinks; if the turn is over, the final segment has the same
-            # audio and the ASR reuses that decode.
-            out = [Emit(topics.SPEECH, self._segment(st, tev, make, final=False))]
-            if self.smart_turn is not None:
+        if tev.kind in ("early", "pause"):
+            # The partial leaves at the early point (~100 ms of silence), before the pause
+            # that asks Smart Turn: an ASR in another thread or process decodes it while the
+            # turn-taker waits out the rest of the pause and runs Smart Turn; if the turn is
+            # over, the final segment has the same audio and the ASR reuses that decode.
+            out = []
+            if st.last_partial != (turn, tev.start_ms, tev.end_ms):
+                st.last_partial = (turn, tev.start_ms, tev.end_ms)
+                out.append(Emit(topics.SPEECH, self._segment(st, tev, make, final=False)))
+            if tev.kind == "pause" and self.smart_turn is not None:
                 audio = st.ring.slice(_sample(tev.start_ms), _sample(tev.end_ms))
                 if self.smart_turn.complete_probability(audio) >= self.params.turn_complete:
                     out += self._emit_turn(st, end_turn(st.turn, self.params, "smart_turn"), cause, ctx, index)
