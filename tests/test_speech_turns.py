@@ -130,3 +130,17 @@ def test_caller_speech_while_the_bot_talks_is_a_barge_in(vad_models):
     out, _ = run_stage(stage, np.concatenate([np.zeros(16000 * 6, dtype=np.int16), load_clip("BAC009S0764W0122.wav")]),
                        ctx, first_index=ctx.state.next_frame)
     assert not [e for e in out if isinstance(e.event, ev.BargeIn)]
+
+
+def test_the_partial_leaves_before_the_pause_with_the_same_audio_as_the_final():
+    """The caller stops: after ~100 ms of silence the audio goes to the ASR (early), the pause
+    follows later, and the turn's final covers exactly the same span, so its decode is reused."""
+    p = TurnParams()
+    state, seen = TurnState(), []
+    for i, prob in enumerate([0.9] * 30 + [0.0] * 60):
+        seen += [(e, (i + 1) * p.window_ms) for e in step(state, prob, (i + 1) * p.window_ms, p)]
+    early = next((e, t) for e, t in seen if e.kind == "early")
+    pause = next((e, t) for e, t in seen if e.kind == "pause")
+    end = next(e for e, _ in seen if e.kind == "end")
+    assert early[1] < pause[1]
+    assert (early[0].start_ms, early[0].end_ms) == (end.start_ms, end.end_ms)
