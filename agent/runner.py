@@ -86,7 +86,13 @@ class StageRunner:
     async def _process_batch(self, consumer: Consumer, records: list[Record]) -> None:
         offsets: dict[TopicPartition, int] = {}
         for rec in records:
-            outputs = self._handle_record(rec)
+            if self.stage.blocking:
+                # CPU-heavy stages (VAD models, ASR decode) run off the event loop, so that the
+                # other stages of a single-process pipeline keep going meanwhile (the ASR decode
+                # overlaps the VAD's end-of-turn model) and the loop never stalls on them.
+                outputs = await asyncio.to_thread(self._handle_record, rec)
+            else:
+                outputs = self._handle_record(rec)
             if outputs:
                 await self.bus.publish_many(outputs)
                 for topic, _, _ in outputs:

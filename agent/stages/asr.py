@@ -49,6 +49,7 @@ def stable_prefix(previous: str, current: str) -> str:
 
 class AsrStage(Stage):
     name = "asr"
+    blocking = True
     reads = (topics.SPEECH, topics.CONTROL)
     writes = (topics.TRANSCRIPTS,)
 

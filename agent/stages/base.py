@@ -42,6 +42,9 @@ class Stage(ABC):
     writes: ClassVar[tuple[str, ...]] = ()
     #: version of the model/rules/playbook this stage applies; recorded on every output event
     version: str = "1"
+    #: True for stages whose handle() does heavy native work (model inference): the runner then
+    #: calls it in a worker thread, one event at a time, instead of on the event loop
+    blocking: ClassVar[bool] = False
 
     def new_state(self, call_id: str) -> Any:
         return None

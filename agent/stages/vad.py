@@ -59,6 +59,7 @@ class CallAudio:
 
 class VadStage(Stage):
     name = "vad"
+    blocking = True
     reads = (topics.AUDIO_IN, topics.AUDIO_OUT, topics.CONTROL)
     writes = (topics.SPEECH, topics.CONTROL)
 
