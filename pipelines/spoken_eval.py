@@ -13,8 +13,6 @@ correction, and each utterance the ear got wrong."""
 
 from __future__ import annotations
 
-from agent.jsonl import read_jsonl
-
 import json
 import time
 import wave
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.jsonl import read_jsonl
 from agent.asrfix import Corrector, DomainLexicon
 from agent.nlu import Understander
 from agent.nlu.evaluate import Example, evaluate, parse_example

@@ -18,8 +18,6 @@ what is new."""
 
 from __future__ import annotations
 
-from agent.jsonl import read_jsonl
-
 import argparse
 import hashlib
 import importlib
@@ -35,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
+from agent.jsonl import read_jsonl
 from pipelines.phone_channel import LineParams, phone_line, sample_params
 
 PHONE_RATE = 8000

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.jsonl import read_jsonl
 from agent.nlu import Understander
 
 
@@ -65,15 +66,8 @@ def load_examples(path: Path) -> list[Example]:
                             raise DataError(f"{path}:{i}: column {key} is not JSON: {exc}") from exc
                 out.append(parse_example(obj, f"{path}:{i}"))
         return out
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{i}: not JSON: {exc}") from exc
-            out.append(parse_example(obj, f"{path}:{i}"))
+    for i, obj in read_jsonl(path, DataError):
+        out.append(parse_example(obj, f"{path}:{i}"))
     return out
 
 

@@ -7,8 +7,6 @@ CER is edit distance / reference length on `textnorm.for_cer` of both sides.
 
 from __future__ import annotations
 
-from agent.jsonl import read_jsonl
-
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from agent import events as ev
+from agent.jsonl import read_jsonl
 from agent.speech.asr import AsrEngine
 from agent.speech.codec import phone_round_trip
 from agent.speech.frames import pcm_to_ulaw_frames
