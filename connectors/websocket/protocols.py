@@ -50,6 +50,25 @@ def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+
+def _after_start(event: Any, msg: dict[str, Any], sid: str | None) -> StreamEvent:
+    """media / stop / mark / dtmf: Twilio and Telnyx shape these the same way (only the field
+    that names the stream differs, and the caller has already read it)."""
+    if event == "media":
+        media = _obj(msg, "media")
+        return StreamEvent("media", stream_id=sid, payload=_b64(media.get("payload")),
+                           track=str(media.get("track", "inbound")))
+    if event == "stop":
+        return StreamEvent("stop", stream_id=sid)
+    if event == "mark":
+        return StreamEvent("mark", stream_id=sid, name=str(_obj(msg, "mark").get("name")))
+    if event == "dtmf":
+        return StreamEvent("dtmf", stream_id=sid, name=str(_obj(msg, "dtmf").get("digit")))
+    if isinstance(event, str):
+        return StreamEvent("ignored", stream_id=sid)
+    raise ProtocolError("message has no 'event'")
+
+
 class Twilio:
     """https://www.twilio.com/docs/voice/media-streams/websocket-messages"""
 
@@ -69,19 +88,7 @@ class Twilio:
             return StreamEvent("start", stream_id=sid or start.get("streamSid"), call_ref=start.get("callSid"),
                                metadata={"account": start.get("accountSid"), "tracks": start.get("tracks"),
                                          "custom": start.get("customParameters") or {}})
-        if event == "media":
-            media = _obj(msg, "media")
-            return StreamEvent("media", stream_id=sid, payload=_b64(media.get("payload")),
-                               track=str(media.get("track", "inbound")))
-        if event == "stop":
-            return StreamEvent("stop", stream_id=sid)
-        if event == "mark":
-            return StreamEvent("mark", stream_id=sid, name=str(_obj(msg, "mark").get("name")))
-        if event == "dtmf":
-            return StreamEvent("dtmf", stream_id=sid, name=str(_obj(msg, "dtmf").get("digit")))
-        if isinstance(event, str):
-            return StreamEvent("ignored", stream_id=sid)
-        raise ProtocolError("message has no 'event'")
+        return _after_start(event, msg, sid)
 
     @staticmethod
     def media(stream_id: str, payload: bytes) -> dict[str, Any]:
@@ -115,19 +122,7 @@ class Telnyx:
             return StreamEvent("start", stream_id=sid, call_ref=start.get("call_control_id"),
                                metadata={"from": start.get("from"), "to": start.get("to"),
                                          "call_session_id": start.get("call_session_id")})
-        if event == "media":
-            media = _obj(msg, "media")
-            return StreamEvent("media", stream_id=sid, payload=_b64(media.get("payload")),
-                               track=str(media.get("track", "inbound")))
-        if event == "stop":
-            return StreamEvent("stop", stream_id=sid)
-        if event == "mark":
-            return StreamEvent("mark", stream_id=sid, name=str(_obj(msg, "mark").get("name")))
-        if event == "dtmf":
-            return StreamEvent("dtmf", stream_id=sid, name=str(_obj(msg, "dtmf").get("digit")))
-        if isinstance(event, str):
-            return StreamEvent("ignored", stream_id=sid)
-        raise ProtocolError("message has no 'event'")
+        return _after_start(event, msg, sid)
 
     @staticmethod
     def media(stream_id: str, payload: bytes) -> dict[str, Any]:
