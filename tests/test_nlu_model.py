@@ -70,6 +70,23 @@ def test_export_is_int8_onnx_with_a_threshold_per_intent(trained):
     assert set(meta["thresholds"]) == set(meta["labels"])
     assert all(0 < t < 1 for t in meta["thresholds"].values())
     assert "test_int8" in meta and "test_fp32" in meta
+    # each precision was calibrated on dev in its own run-time session; the INT8 ones ship
+    assert set(meta["thresholds_fp32"]) == set(meta["labels"])
+    assert meta["dev_int8"] and meta["dev_fp32"]
+    assert meta["model_files_mb"] < 200
+
+
+def test_the_adapted_layer_and_the_head_stay_fp32_while_the_frozen_layers_are_int8(trained):
+    import onnx
+
+    out, meta = trained
+    assert meta["quantization"] == "dynamic-pc-fp32top" and meta["first_adapted_layer"] == 1
+    nodes = onnx.load(str(out / "model.int8.onnx")).graph.node
+    ops = {(n.op_type, "layer.1/" in n.name or "classifier" in n.name) for n in nodes}
+    assert ("MatMulInteger", False) in ops  # frozen layer 0: INT8
+    assert ("MatMulInteger", True) not in ops  # adapted layer 1 and the head: fp32
+    head = [n.op_type for n in nodes if "classifier" in n.name]
+    assert "MatMul" in head and "MatMulInteger" not in head
 
 
 def test_the_model_sits_in_front_of_the_rules_and_records_who_decided(trained):
