@@ -54,7 +54,8 @@ def trained(tiny_base, tmp_path_factory) -> tuple[Path, dict]:
     user = tmp_path_factory.mktemp("user") / "mine.csv"
     user.write_text("text,intents\n给我们出个方案,product_inquiry\n合同啥时候能发,purchase_intent\n", encoding="utf-8")
     meta = train_and_export(TrainConfig(out_dir=out, base=str(tiny_base), extra_data=[user], limit=48, epochs=1,
-                                        batch_size=16, lr=5e-3, adapt_layers=1, progress=False))
+                                        batch_size=16, lr=5e-3, adapt_layers=1, progress=False,
+                                        quant_mode="dynamic-pc-fp32top"))
     return out, meta
 
 
