@@ -203,3 +203,40 @@ def save_ct2_from_hf(model, base_dir: Path, out_dir: Path) -> Path:
     write_model_bin(out_dir / "model.bin.part", spec, revision, variables, aliases)
     (out_dir / "model.bin.part").rename(out_dir / "model.bin")
     return out_dir
+
+
+def merge_lora_into_ct2(base_dir: Path, adapter: Path, out_dir: Path) -> Path:
+    """Apply a LoRA adapter (asr_adapt's `adapter.npz`: '<hf weight>.lora_A/.lora_B' + 'scale')
+    to a CTranslate2 Whisper directory with numpy only: W += scale * B @ A on the matching
+    tensor, or on its rows inside a fused q/k/v tensor.  This is how a shipped ~1 MB adapter
+    becomes a model directory on a machine without torch."""
+    spec, revision, variables, aliases = read_model_bin(base_dir / "model.bin")
+    factors = np.load(adapter)
+    scale = float(factors["scale"])
+    n_enc, n_dec = _layers(variables, "encoder"), _layers(variables, "decoder")
+    one, fused = name_map(n_enc, n_dec)
+    where: dict[str, tuple[str, int, int]] = {h: (c, 0, 1) for c, h in one}
+    for c, parts in fused:
+        for i, h in enumerate(parts):
+            where[h] = (c, i, len(parts))
+    keys = sorted(k[: -len(".lora_A")] for k in factors.files if k.endswith(".lora_A"))
+    if not keys:
+        raise ValueError(f"{adapter}: no LoRA factors in it")
+    for hf in keys:
+        if hf not in where:
+            raise ValueError(f"{adapter}: {hf} has no CTranslate2 counterpart")
+        c, i, n = where[hf]
+        delta = scale * (factors[hf + ".lora_B"].astype(np.float32) @ factors[hf + ".lora_A"].astype(np.float32))
+        w = variables[c].astype(np.float32)
+        rows = w.shape[0] // n
+        if delta.shape != (rows, w.shape[1]):
+            raise ValueError(f"{adapter}: {hf} delta {delta.shape} does not fit {c} {w.shape}")
+        w[i * rows : (i + 1) * rows] += delta
+        variables[c] = w.astype(variables[c].dtype)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json", "preprocessor_config.json"):
+        if (base_dir / name).exists():
+            shutil.copyfile(base_dir / name, out_dir / name)
+    write_model_bin(out_dir / "model.bin.part", spec, revision, variables, aliases)
+    (out_dir / "model.bin.part").rename(out_dir / "model.bin")
+    return out_dir

@@ -107,3 +107,48 @@ def test_whisper_base_in_transformers_gives_the_same_output_as_ctranslate2(tmp_p
     _, _, b, _ = read_model_bin(out / "model.bin")
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k], b[k]) for k in a)
+    # A trained adapter shipped as factors gives, merged with numpy onto the CTranslate2 file,
+    # the same weights as peft's own merge exported through transformers.
+    from peft import LoraConfig, get_peft_model
+
+    from pipelines.asr_adapt import lora_factors, lora_targets
+    from pipelines.whisper_ct2_weights import merge_lora_into_ct2
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=lora_targets(["q_proj", "v_proj"], 6, 2)))
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)  # peft starts B at zero: make the adapter do something
+    factors = lora_factors(peft_model)
+    assert any(".encoder.layers.5." in k for k in factors) and not any(".encoder.layers.3." in k for k in factors)
+    np.savez(tmp_path / "adapter.npz", **factors)
+    by_numpy = read_model_bin(merge_lora_into_ct2(base, tmp_path / "adapter.npz", tmp_path / "np") / "model.bin")[2]
+    by_peft = read_model_bin(save_ct2_from_hf(peft_model.merge_and_unload(), base, tmp_path / "pt") / "model.bin")[2]
+    changed = [k for k in a if not np.array_equal(a[k], by_numpy[k])]
+    assert "decoder/layer_0/attention/linear_0/weight" in changed  # cross-attention q
+    assert "encoder/layer_5/self_attention/linear_0/weight" in changed and "encoder/layer_0/self_attention/linear_0/weight" not in changed
+    assert all(np.allclose(by_numpy[k].astype(np.float32), by_peft[k].astype(np.float32), atol=2e-3) for k in a)
+
+
+def test_an_adapter_changes_only_the_rows_of_the_projection_it_adapts(tmp_path):
+    """v_proj of encoder layer 0 lives in rows 2d..3d of CTranslate2's fused q/k/v tensor."""
+    from pipelines.whisper_ct2_weights import merge_lora_into_ct2
+
+    d, r = 8, 2
+    rng = np.random.default_rng(0)
+    base_vars = {"encoder/layer_0/self_attention/linear_0/weight": rng.standard_normal((3 * d, d)).astype(np.float16),
+                 "decoder/layer_0/attention/linear_0/weight": rng.standard_normal((d, d)).astype(np.float16)}
+    (tmp_path / "base").mkdir()
+    write_model_bin(tmp_path / "base" / "model.bin", "WhisperSpec", 3, base_vars, {})
+    A, B = rng.standard_normal((r, d)).astype(np.float32), rng.standard_normal((d, r)).astype(np.float32)
+    np.savez(tmp_path / "a.npz", **{"model.encoder.layers.0.self_attn.v_proj.weight.lora_A": A,
+                                    "model.encoder.layers.0.self_attn.v_proj.weight.lora_B": B, "scale": np.float32(2.0)})
+    out = read_model_bin(merge_lora_into_ct2(tmp_path / "base", tmp_path / "a.npz", tmp_path / "out") / "model.bin")[2]
+    fused, before = out["encoder/layer_0/self_attention/linear_0/weight"], base_vars["encoder/layer_0/self_attention/linear_0/weight"]
+    assert np.array_equal(fused[: 2 * d], before[: 2 * d])
+    assert np.allclose(fused[2 * d :].astype(np.float32), before[2 * d :].astype(np.float32) + 2.0 * B @ A, atol=1e-2)
+    assert np.array_equal(out["decoder/layer_0/attention/linear_0/weight"], base_vars["decoder/layer_0/attention/linear_0/weight"])
+    np.savez(tmp_path / "bad.npz", **{"model.encoder.layers.9.self_attn.q_proj.weight.lora_A": A,
+                                      "model.encoder.layers.9.self_attn.q_proj.weight.lora_B": B, "scale": np.float32(1.0)})
+    with pytest.raises(ValueError, match="no CTranslate2 counterpart"):
+        merge_lora_into_ct2(tmp_path / "base", tmp_path / "bad.npz", tmp_path / "out2")

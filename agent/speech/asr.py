@@ -30,6 +30,13 @@ log = structlog.get_logger("dianxiao.speech.asr")
 WINDOW_MARGIN_FRAMES = 100  # 0.5 s measured: CER 13.4 % -> 16.8 %
 
 
+def encoder_window_frames(feature_frames: int) -> int:
+    """The short encoder window for an utterance of `feature_frames` 10 ms frames: the audio
+    rounded up to whole seconds + 1 s of silence margin (min 2 s, max Whisper's 30 s).  The
+    adaptation pipeline trains on exactly these windows, so keep it the one definition."""
+    return min(3000, max(200, math.ceil(feature_frames / 100) * 100 + WINDOW_MARGIN_FRAMES))
+
+
 @dataclass(frozen=True)
 class AsrResult:
     text: str  # normalised: simplified, spoken numbers as digits
@@ -139,8 +146,7 @@ class FasterWhisperEngine:
         import ctranslate2
 
         feats = self.model.feature_extractor(audio)
-        # Window = audio rounded up to whole seconds + 1 s of silence margin (min 2 s).
-        frames = min(3000, max(200, math.ceil(feats.shape[-1] / 100) * 100 + WINDOW_MARGIN_FRAMES))
+        frames = encoder_window_frames(feats.shape[-1])
         feats = feats[:, :frames]
         if feats.shape[-1] < frames:
             feats = np.pad(feats, ((0, 0), (0, frames - feats.shape[-1])))
@@ -204,14 +210,16 @@ def make_engine(
 ) -> AsrEngine:
     """Build the configured engine.  `engine` is "faster-whisper" or "package.module:factory"
     for a plugin (called with model=..., models_dir=...).  `model` "whisper-base" means the
-    Whisper base that ships offline (assembled under models_dir on first use)."""
+    Whisper base that ships offline (assembled under models_dir on first use); a shipped
+    adapter's name ("whisper-base-phone") or an adapter .npz means Whisper base with that LoRA
+    adapter merged in (agent/speech/assets.py); anything else is a directory or a hub name."""
     if engine != "faster-whisper":
         module, _, attr = engine.partition(":")
         factory = getattr(importlib.import_module(module), attr or "make_engine")
         return factory(model=model, models_dir=models_dir)
-    from agent.speech.assets import whisper_base_dir
+    from agent.speech.assets import whisper_model_dir
 
-    path: str | Path = whisper_base_dir(models_dir) if model == "whisper-base" else model
+    path: str | Path = whisper_model_dir(model, models_dir) or model
     return FasterWhisperEngine(
         path, device=device, compute_type=compute_type, cpu_threads=cpu_threads, beam_size=beam_size, language=language,
         short_window=short_window, initial_prompt=initial_prompt, download_root=models_dir / "hub",

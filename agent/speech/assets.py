@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import shutil
 import subprocess
@@ -24,6 +25,10 @@ import structlog
 log = structlog.get_logger("dianxiao.speech.assets")
 
 WHISPER_BASE = "whisper-base-ct2"
+# LoRA adapters trained by pipelines/asr_adapt.py and shipped in the repo (~1 MB each), by the
+# model name that selects them (DIANXIAO_ASR_MODEL); each applies to Whisper base.
+ADAPTERS_DIR = Path(__file__).resolve().parents[2] / "data" / "asr"
+SHIPPED_ADAPTERS = {"whisper-base-phone": "whisper-base-phone-lora.npz"}
 PIPECAT_VERSION = "1.14.0"
 SILERO_IN_WHEEL = "pipecat/audio/vad/data/silero_vad.onnx"
 SMART_TURN_IN_WHEEL = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
@@ -68,6 +73,39 @@ def whisper_base_dir(models_dir: Path) -> Path:
     tmp.rename(target)  # atomic: a half-written model dir is never seen as complete
     log.info("assembled whisper base", path=str(target))
     return target
+
+
+def adapted_whisper_dir(models_dir: Path, adapter: Path) -> Path:
+    """Whisper base with a LoRA adapter merged in (numpy, no torch), built once per adapter
+    content under models_dir and reused after."""
+    if not adapter.exists():
+        raise AssetError(f"ASR adapter {adapter} not found (pipelines/asr_adapt.py writes one)")
+    digest = hashlib.sha256(adapter.read_bytes()).hexdigest()[:12]
+    target = models_dir / f"{WHISPER_BASE}-{adapter.stem}-{digest}"
+    if (target / "model.bin").exists():
+        return target
+    from pipelines.whisper_ct2_weights import merge_lora_into_ct2
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merge_lora_into_ct2(whisper_base_dir(models_dir), adapter, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log.info("merged asr adapter into whisper base", adapter=str(adapter), path=str(target))
+    return target
+
+
+def whisper_model_dir(model: str, models_dir: Path) -> Path | None:
+    """The local directory for a model name that ships with us, or None for anything else
+    (a directory the user names, or a hub name): 'whisper-base', a shipped adapter's name
+    ('whisper-base-phone'), or a path to an adapter .npz (merged onto Whisper base)."""
+    if model == "whisper-base":
+        return whisper_base_dir(models_dir)
+    if model in SHIPPED_ADAPTERS:
+        return adapted_whisper_dir(models_dir, ADAPTERS_DIR / SHIPPED_ADAPTERS[model])
+    if model.endswith(".npz"):
+        return adapted_whisper_dir(models_dir, Path(model))
+    return None
 
 
 def _from_pipecat(rel: str, models_dir: Path, allow_download: bool) -> Path:
