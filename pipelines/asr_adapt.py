@@ -181,19 +181,21 @@ def _encoder_suffix(encoder, x, start: int):
     return encoder.layer_norm(x)
 
 
-def lora_targets(targets: Sequence[str], n_enc: int, train_encoder_layers: int) -> str | list[str]:
-    """peft target_modules: `targets` in every decoder layer and in the top
-    `train_encoder_layers` encoder layers (all of them when it is >= n_enc)."""
-    if train_encoder_layers >= n_enc:
+def lora_targets(targets: Sequence[str], n_enc: int, train_encoder_layers: int, decoder: bool = True) -> str | list[str]:
+    """peft target_modules: `targets` in the top `train_encoder_layers` encoder layers (all of
+    them when it is >= n_enc) and, unless decoder=False, in every decoder layer.  Leaving the
+    decoder alone adapts the ear to the line and voice without moving its language model."""
+    if train_encoder_layers >= n_enc and decoder:
         return list(targets)
-    enc = "|".join(str(i) for i in range(n_enc - train_encoder_layers, n_enc)) or "none"
+    enc = "|".join(str(i) for i in range(max(0, n_enc - train_encoder_layers), n_enc)) or "none"
+    dec = r"|decoder\.layers\.\d+" if decoder else ""
     names = "|".join(targets)
-    return rf".*(encoder\.layers\.({enc})|decoder\.layers\.\d+)\.(self_attn|encoder_attn)\.({names})"
+    return rf".*(encoder\.layers\.({enc}){dec})\.(self_attn|encoder_attn)\.({names})"
 
 
 def train_lora(model, tokenizer, train: list[tuple[np.ndarray, str]], *, epochs: int, lr: float, batch: int,
                device: str, rank: int, targets: Sequence[str], log, train_encoder_layers: int = 2,
-               progress: bool = True) -> object:
+               train_decoder: bool = True, progress: bool = True) -> object:
     """LoRA on `targets` (projection names) of the decoder and of the top `train_encoder_layers`
     encoder layers; returns the peft model.
 
@@ -207,7 +209,7 @@ def train_lora(model, tokenizer, train: list[tuple[np.ndarray, str]], *, epochs:
     n_enc = len(encoder.layers)
     frozen = max(0, n_enc - train_encoder_layers)
     cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05,
-                     target_modules=lora_targets(targets, n_enc, train_encoder_layers))
+                     target_modules=lora_targets(targets, n_enc, train_encoder_layers, train_decoder))
     peft_model = get_peft_model(model, cfg).to(device)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
@@ -339,9 +341,10 @@ def run(args: argparse.Namespace) -> dict:
     train = training_examples(train_pairs, args.augment, args.window_s, np.random.default_rng(0))
     log({"event": "augmented", "examples": len(train), "augment": args.augment})
     started = time.perf_counter()
-    before = held_out_cer(base, test_pairs, args.threads)
+    nan = {"cer": None, "cer_8k": None}
+    before = held_out_cer(base, test_pairs, args.threads) if args.measure_base else nan
     log({"event": "cer_before", **before})
-    before_extra = held_out_cer(base, extra, args.threads) if extra else None
+    before_extra = (held_out_cer(base, extra, args.threads) if args.measure_base else nan) if extra else None
     if before_extra:
         log({"event": "extra_cer_before", **before_extra})
     from tokenizers import Tokenizer
@@ -349,7 +352,7 @@ def run(args: argparse.Namespace) -> dict:
     tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
     peft_model = train_lora(load_hf_from_ct2(base), tokenizer, train, epochs=args.epochs, lr=args.lr, batch=args.batch,
                             device=args.device, rank=args.rank, targets=args.targets.split(","), log=log,
-                            train_encoder_layers=args.train_encoder_layers)
+                            train_encoder_layers=args.train_encoder_layers, train_decoder=args.train_decoder)
     factors = lora_factors(peft_model)
     adapter = Path(args.adapter_out) if args.adapter_out else Path(args.out) / "adapter.npz"
     adapter.parent.mkdir(parents=True, exist_ok=True)
@@ -380,12 +383,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-train", type=int, default=0, help="use at most N training clips (0 = all)")
     ap.add_argument("--eval-data", default=None,
                     help="another manifest measured before/after (e.g. real recordings: does it regress?)")
+    ap.add_argument("--measure-base", action=argparse.BooleanOptionalAction, default=True,
+                    help="measure the base model first (--no-measure-base when its figures are known)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--train-encoder-layers", type=int, default=2,
                     help="adapt the top N encoder layers (the frozen rest runs once per clip); 99 = all")
+    ap.add_argument("--train-decoder", action=argparse.BooleanOptionalAction, default=True,
+                    help="adapt the decoder too (its language model learns the domain's words; "
+                         "--no-train-decoder adapts only the ear)")
     ap.add_argument("--targets", default="q_proj,v_proj", help="projections that get adapters (encoder and decoder)")
     ap.add_argument("--window-s", type=int, default=0,
                     help="encoder window in seconds; 0 = each utterance's own short window, as the ASR stage decodes")
@@ -394,7 +402,8 @@ def main(argv: list[str] | None = None) -> None:
                          "none: as recorded (data that is already phone-line audio, e.g. pipelines.spoken_synth)")
     ap.add_argument("--adapter-out", default=None, help="where the LoRA factors go (default OUT/adapter.npz)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="CPU threads; on a machine shared with other jobs 1 is faster (no spinning threads)")
     run(ap.parse_args(argv))
 
 

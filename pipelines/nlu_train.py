@@ -36,7 +36,7 @@ MAX_LEN = 64
 class TrainConfig:
     out_dir: Path
     extra_data: list[Path] = field(default_factory=list)
-    epochs: float = 2.0
+    epochs: float = 3.0
     limit: int | None = None
     base: str | None = None
     batch_size: int = 32
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(".dianxiao/nlu-model"))
     ap.add_argument("--data", type=Path, action="append", default=[])
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--base", default=None)
     ap.add_argument("--adapt-layers", type=int, default=2)

