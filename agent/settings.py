@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         default=True,
         description="correct near-homophones of playbook/lexicon terms in final transcripts (pinyin, guarded)",
     )
+    asr_nbest: int = Field(
+        default=5, ge=1, le=10,
+        description="Whisper hypotheses kept per final transcript; with asr_correction the one with the most "
+                    "domain terms / an understood request wins (agent/asrfix/rescore.py); 1 = first only",
+    )
     asr_short_window: bool = Field(default=True, description="encoder window sized to the utterance (fast); false = 30 s")
     asr_hotwords: list[str] = Field(default_factory=list, description="extra ASR hot-words (the playbook's terms are added)")
     asr_initial_prompt: str = Field(default="", description="sentence appended to the hot-word prompt")

@@ -49,6 +49,7 @@ def bench_correction_latency() -> None:
 def bench_shared_clips(manifest: Path, prompts: tuple[bool, ...] = (False,)) -> None:
     from agent import settings as settings_mod
     from agent.asrfix import Corrector, build_lexicon
+    from agent.asrfix.rescore import Rescorer, choice_changes, rule_understands
     from agent.speech.asr import make_engine
     from agent.speech.codec import phone_round_trip
     from pipelines.spoken_eval import cer, read_wav_16k
@@ -56,9 +57,11 @@ def bench_shared_clips(manifest: Path, prompts: tuple[bool, ...] = (False,)) -> 
     s = settings_mod.load()
     lexicon = build_lexicon(s.playbook)
     corrector = Corrector(lexicon)
+    # As the ASR stage runs with correction on: n-best rescored by domain terms / understood request.
+    rescorer = Rescorer.for_lexicon(corrector, lexicon, rule_understands())
     engine = make_engine(s.asr_engine, s.asr_model, s.speech_models_dir, compute_type=s.asr_compute_type,
                          cpu_threads=s.asr_threads, beam_size=s.asr_beam_size, language=s.asr_language,
-                         short_window=s.asr_short_window)
+                         short_window=s.asr_short_window, nbest=s.asr_nbest)
     rows = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x.strip()]
     rows = [r for r in rows if r.get("language", "zh") == "zh"]
     for rate, label in ((16000, "16k"), (8000, "8k")):
@@ -68,11 +71,17 @@ def bench_shared_clips(manifest: Path, prompts: tuple[bool, ...] = (False,)) -> 
                 pcm = read_wav_16k(manifest.parent / r["audio"])
                 if rate == 8000:
                     pcm = phone_round_trip(pcm)
-                text = engine.transcribe(pcm, hotwords=lexicon.prompt_terms() if prompt else ()).text
-                fixed = corrector.correct(text)
+                res = engine.transcribe(pcm, hotwords=lexicon.prompt_terms() if prompt else ())
+                text = res.text
+                if len(res.hypotheses) > 1:
+                    choice = rescorer.pick(res.hypotheses)
+                    fixed_text, changes = choice.correction.text, choice_changes(choice, text, len(res.hypotheses))
+                else:
+                    fixed = corrector.correct(text)
+                    fixed_text, changes = fixed.text, [c.as_dict() for c in fixed.changes]
                 raw_pairs.append((r["text"], text))
-                fixed_pairs.append((r["text"], fixed.text))
-                edits.extend(f"{c.before}->{c.after}" for c in fixed.changes)
+                fixed_pairs.append((r["text"], fixed_text))
+                edits.extend(f"{c['before']}->{c['after']}" for c in changes)
             tag = f"{label}{'_prompt' if prompt else ''}"
             emit(f"shared_cer_{tag}_off", cer(raw_pairs), "cer", n=len(rows))
             emit(f"shared_cer_{tag}_on", cer(fixed_pairs), "cer", n=len(rows), edits=edits)

@@ -30,7 +30,7 @@ from agent.nlu.evaluate import Example, evaluate, parse_example
 from agent.speech.codec import PIPELINE_RATE, resample
 from agent.speech.textnorm import for_cer
 
-Asr = Callable[[np.ndarray], str]  # 16 kHz int16 mono -> transcript (normalised)
+Asr = Callable[[np.ndarray], "str | list[list]"]  # 16 kHz int16 mono -> transcript, or n-best [[text, score], ...]
 
 
 class SpokenDataError(ValueError):
@@ -151,9 +151,13 @@ def audio_key(path: Path, config: str) -> str:
 
 
 def transcribe_all(items: Sequence[SpokenItem], asr: Asr, corrector: Corrector | None,
-                   progress: Callable[[], None] | None = None, cache: dict[str, str] | None = None,
-                   config: str = "") -> list[Heard]:
-    """Decode every clip (or take it from `cache`, keyed by audio bytes + `config`), then correct."""
+                   progress: Callable[[], None] | None = None, cache: dict[str, Any] | None = None,
+                   config: str = "", rescorer: Any = None) -> list[Heard]:
+    """Decode every clip (or take it from `cache`, keyed by audio bytes + `config`), then correct.
+    `asr` returns a transcript or Whisper's n-best as [text, score] pairs; with a `rescorer`
+    (agent/asrfix/rescore.py) the n-best is rescored before correction, as the ASR stage does."""
+    from agent.asrfix.rescore import choice_changes
+
     out = []
     for it in items:
         t0 = time.perf_counter()
@@ -162,15 +166,20 @@ def transcribe_all(items: Sequence[SpokenItem], asr: Asr, corrector: Corrector |
         try:
             key = audio_key(it.audio, config) if cache is not None else None
             if key is not None and key in cache:
-                text = cache[key]
+                value = cache[key]
             else:
-                text = asr(read_wav_16k(it.audio))
+                value = asr(read_wav_16k(it.audio))
                 if key is not None:
-                    cache[key] = text
+                    cache[key] = value
         except (SpokenDataError, OSError) as exc:  # a bad clip is reported, the run goes on
-            text, err = "", str(exc)
+            value, err = "", str(exc)
+        hyps = [(h[0], float(h[1])) for h in value] if isinstance(value, list) and value else [(str(value or ""), 0.0)]
+        text = hyps[0][0]
         ms = (time.perf_counter() - t0) * 1000
-        if corrector is not None:
+        if corrector is not None and rescorer is not None and len(hyps) > 1:
+            choice = rescorer.pick(hyps)
+            out.append(Heard(it, text, choice.correction.text, choice_changes(choice, text, len(hyps)), ms, err))
+        elif corrector is not None:
             fixed = corrector.correct(text)
             out.append(Heard(it, text, fixed.text, [c.as_dict() for c in fixed.changes], ms, err))
         else:

@@ -43,17 +43,22 @@ def asrfix_cmd(
                           ensure_ascii=False))
 
 
-def _make_asr(settings, hotwords: list[str], model: str | None):
+def _make_asr(settings, hotwords: list[str], model: str | None, nbest: int = 1):
     from agent.speech.asr import make_engine
 
     engine = make_engine(
         settings.asr_engine, model or settings.asr_model, settings.speech_models_dir,
         compute_type=settings.asr_compute_type, cpu_threads=settings.asr_threads, beam_size=settings.asr_beam_size,
         language=settings.asr_language, short_window=settings.asr_short_window,
-        initial_prompt=settings.asr_initial_prompt,
+        initial_prompt=settings.asr_initial_prompt, nbest=nbest,
     )
     words = [*hotwords, *settings.asr_hotwords]
-    return lambda pcm: engine.transcribe(pcm, hotwords=words).text
+
+    def asr(pcm):
+        r = engine.transcribe(pcm, hotwords=words)
+        return [list(h) for h in r.hypotheses] if r.hypotheses else r.text
+
+    return asr
 
 
 class _LazyAsr:
@@ -86,6 +91,9 @@ def eval_spoken_cmd(
                                           help="JSON file of earlier decodes (audio bytes + ASR config): rescoring skips Whisper"),
     learned: bool = typer.Option(True, "--learned/--no-learned",
                                  help="also apply confusions mined from synthetic TRAIN audio (data/spoken/confusions.yaml)"),
+    nbest: int | None = typer.Option(None, "--nbest", min=1, max=10,
+                                     help="Whisper hypotheses rescored by domain terms / understood request "
+                                          "(default: settings.asr_nbest; 1 = first hypothesis only)"),
 ) -> None:
     """Audio -> ASR -> correction -> NLU as a call does it: CER, intent micro-F1 and exact-set
     match on speech and on the reference text, the gap, entity F1, domain-term error rate with
@@ -94,6 +102,7 @@ def eval_spoken_cmd(
 
     from agent.asrfix import Corrector
     from agent.asrfix.confusions import load_confusions
+    from agent.asrfix.rescore import Rescorer, rule_understands
     from agent.nlu import load_understander
     from pipelines.spoken_eval import SpokenDataError, load_spoken, report_lines, score, transcribe_all
 
@@ -104,7 +113,8 @@ def eval_spoken_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     lexicon = _lexicon(playbook)
-    asr = _LazyAsr(lambda: _make_asr(settings, lexicon.prompt_terms() if prompt else [], asr_model))
+    nbest = settings.asr_nbest if nbest is None else nbest
+    asr = _LazyAsr(lambda: _make_asr(settings, lexicon.prompt_terms() if prompt else [], asr_model, nbest))
     if rules:
         from agent.nlu.rules import RuleUnderstander
 
@@ -115,11 +125,14 @@ def eval_spoken_cmd(
         {} if asr_cache else None)
     config = json.dumps([asr_model or settings.asr_model, settings.asr_engine, settings.asr_beam_size,
                          settings.asr_short_window, settings.asr_compute_type,
-                         lexicon.prompt_terms() if prompt else [], settings.asr_initial_prompt], ensure_ascii=False)
+                         lexicon.prompt_terms() if prompt else [], settings.asr_initial_prompt, nbest],
+                        ensure_ascii=False)
     corrector = Corrector(lexicon, learned=load_confusions() if learned else None)
+    rescorer = Rescorer.for_lexicon(corrector, lexicon, rule_understands()) if nbest > 1 else None
     with Progress(transient=True) as bar:
         task = bar.add_task("ASR", total=len(items))
-        heard = transcribe_all(items, asr, corrector, lambda: bar.advance(task), cache=cache, config=config)
+        heard = transcribe_all(items, asr, corrector, lambda: bar.advance(task), cache=cache, config=config,
+                               rescorer=rescorer)
     if asr_cache is not None and cache is not None:
         asr_cache.parent.mkdir(parents=True, exist_ok=True)
         asr_cache.write_text(json.dumps(cache, ensure_ascii=False), encoding="utf-8")

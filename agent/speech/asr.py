@@ -46,6 +46,9 @@ class AsrResult:
     avg_logprob: float | None
     audio_ms: int
     decode_ms: float
+    # Whisper's n-best (normalised text, its length-normalised score), first = `text`; empty
+    # unless the engine was asked for several hypotheses (agent/asrfix/rescore.py uses them).
+    hypotheses: tuple[tuple[str, float], ...] = ()
 
 
 class AsrEngine(Protocol):
@@ -80,6 +83,7 @@ class FasterWhisperEngine:
         short_window: bool = True,
         initial_prompt: str = "",
         download_root: Path | None = None,
+        nbest: int = 1,
     ) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
@@ -96,6 +100,7 @@ class FasterWhisperEngine:
         self.language = language
         self.short_window = short_window
         self.initial_prompt = initial_prompt
+        self.nbest = max(1, min(nbest, beam_size))  # beam search keeps beam_size hypotheses at most
         self._tokenizer = Tokenizer(self.model.hf_tokenizer, True, task="transcribe", language=language)
         # faster-whisper lists all languages for any multilingual model; only large-v3-era
         # vocabularies actually have <|yue|>, so ask the tokenizer.
@@ -110,13 +115,15 @@ class FasterWhisperEngine:
         started = time.perf_counter()
         audio = int16_to_float(pcm16)
         prompt_text = hotword_prompt(hotwords, self.initial_prompt)
+        hyps: list[tuple[str, float]] = []
         if self.short_window and len(audio) <= 29 * PIPELINE_RATE:
-            raw, lang, lang_prob, logprob = self._decode_short(audio, prompt_text)
-            if _looks_degenerate(raw):
+            raw, lang, lang_prob, logprob, hyps = self._decode_short(audio, prompt_text)
+            if looks_degenerate(raw):
                 # Whisper's own rule (compression ratio > 2.4 means a loop): fall back to the
                 # 30 s window with faster-whisper's temperature fallback.
                 log.info("short-window decode looped; retrying with the full window", text=raw[:60])
                 raw, lang, lang_prob, logprob = self._decode_full(audio, prompt_text)
+                hyps = []
         else:
             raw, lang, lang_prob, logprob = self._decode_full(audio, prompt_text)
         if lang == "zh" and looks_cantonese(raw):
@@ -129,6 +136,7 @@ class FasterWhisperEngine:
             avg_logprob=logprob,
             audio_ms=len(audio) * 1000 // PIPELINE_RATE,
             decode_ms=(time.perf_counter() - started) * 1000,
+            hypotheses=tuple((normalise_transcript(t), sc) for t, sc in hyps) if len(hyps) > 1 else (),
         )
 
     # --- decoding -------------------------------------------------------------------------
@@ -142,7 +150,8 @@ class FasterWhisperEngine:
         logprob = float(np.mean([s.avg_logprob for s in segs])) if segs else None
         return "".join(s.text for s in segs).strip(), info.language, info.language_probability, logprob
 
-    def _decode_short(self, audio: np.ndarray, prompt_text: str) -> tuple[str, str, float | None, float | None]:
+    def _decode_short(self, audio: np.ndarray, prompt_text: str
+                      ) -> tuple[str, str, float | None, float | None, list[tuple[str, float]]]:
         import ctranslate2
 
         feats = self.model.feature_extractor(audio)
@@ -163,13 +172,17 @@ class FasterWhisperEngine:
         # Bound the output by what a person can say in the audio: a looping hallucination stops.
         max_new = int(10 + 9 * seconds)
         result = self.model.model.generate(
-            enc, [prompt], beam_size=self.beam_size, max_length=min(448, len(prompt) + max_new),
-            return_scores=True, suppress_blank=True, suppress_tokens=[-1],
+            enc, [prompt], beam_size=self.beam_size, num_hypotheses=self.nbest,
+            max_length=min(448, len(prompt) + max_new), return_scores=True, suppress_blank=True, suppress_tokens=[-1],
         )[0]
+        texts = []
+        for ids in result.sequences_ids:
+            # A cut-off multi-byte character decodes to U+FFFD: drop it rather than publish it.
+            texts.append(tk.decode([t for t in ids if t < tk.eot]).replace("\ufffd", "").strip())
         tokens = [t for t in result.sequences_ids[0] if t < tk.eot]
         logprob = result.scores[0] / (len(tokens) + 1) if result.scores else None
-        # A cut-off multi-byte character decodes to U+FFFD: drop it rather than publish it.
-        return tk.decode(tokens).replace("\ufffd", "").strip(), lang, lang_prob, logprob
+        hyps = list(zip(texts, [float(x) for x in result.scores])) if result.scores else []
+        return texts[0], lang, lang_prob, logprob, hyps
 
     def _language_of(self, enc: object) -> tuple[str, float | None]:
         """zh vs yue per segment from Whisper's language head; models without a <|yue|> token
@@ -183,7 +196,7 @@ class FasterWhisperEngine:
         return best, scores[best] / (sum(scores.values()) or 1.0)
 
 
-def _looks_degenerate(text: str) -> bool:
+def looks_degenerate(text: str) -> bool:
     """A decoding loop: the text is one phrase said over and over, or compresses too well."""
     import zlib
 
@@ -207,6 +220,7 @@ def make_engine(
     language: str = "zh",
     short_window: bool = True,
     initial_prompt: str = "",
+    nbest: int = 1,
 ) -> AsrEngine:
     """Build the configured engine.  `engine` is "faster-whisper" or "package.module:factory"
     for a plugin (called with model=..., models_dir=...).  `model` "whisper-base" means the
@@ -222,5 +236,5 @@ def make_engine(
     path: str | Path = whisper_model_dir(model, models_dir) or model
     return FasterWhisperEngine(
         path, device=device, compute_type=compute_type, cpu_threads=cpu_threads, beam_size=beam_size, language=language,
-        short_window=short_window, initial_prompt=initial_prompt, download_root=models_dir / "hub",
+        short_window=short_window, initial_prompt=initial_prompt, download_root=models_dir / "hub", nbest=nbest,
     )

@@ -27,15 +27,16 @@ log = structlog.get_logger("dianxiao.speech")
 
 @lru_cache(maxsize=4)
 def _engine(engine: str, model: str, models_dir: Path, compute_type: str, device: str, threads: int,
-            beam: int, language: str, short: bool, prompt: str) -> AsrEngine:
+            beam: int, language: str, short: bool, prompt: str, nbest: int = 1) -> AsrEngine:
     return make_engine(engine, model, models_dir, compute_type=compute_type, device=device, cpu_threads=threads,
-                       beam_size=beam, language=language, short_window=short, initial_prompt=prompt)
+                       beam_size=beam, language=language, short_window=short, initial_prompt=prompt, nbest=nbest)
 
 
 def asr_engine(settings: Settings) -> AsrEngine:
     return _engine(settings.asr_engine, settings.asr_model, settings.speech_models_dir.resolve(),
                    settings.asr_compute_type, settings.asr_device, settings.asr_threads, settings.asr_beam_size,
-                   settings.asr_language, settings.asr_short_window, settings.asr_initial_prompt)
+                   settings.asr_language, settings.asr_short_window, settings.asr_initial_prompt,
+                   settings.asr_nbest if settings.asr_correction else 1)
 
 
 def hotwords(settings: Settings, from_playbook: bool | None = None) -> list[str]:
@@ -61,7 +62,10 @@ def vad_stage(settings: Settings) -> VadStage:
 
 
 def asr_stage(settings: Settings) -> AsrStage:
-    return AsrStage(asr_engine(settings), hotwords(settings), _corrector(settings.playbook) if settings.asr_correction else None)
+    if not settings.asr_correction:
+        return AsrStage(asr_engine(settings), hotwords(settings))
+    return AsrStage(asr_engine(settings), hotwords(settings), _corrector(settings.playbook),
+                    rescorer=_rescorer(settings.playbook))
 
 
 @lru_cache(maxsize=4)
@@ -70,6 +74,14 @@ def _corrector(playbook: str) -> Any:
     from agent.asrfix.confusions import load_confusions
 
     return Corrector(build_lexicon(playbook), learned=load_confusions())
+
+
+@lru_cache(maxsize=4)
+def _rescorer(playbook: str) -> Any:
+    from agent.asrfix import build_lexicon
+    from agent.asrfix.rescore import Rescorer, rule_understands
+
+    return Rescorer.for_lexicon(_corrector(playbook), build_lexicon(playbook), rule_understands())
 
 
 @lru_cache(maxsize=4)

@@ -53,11 +53,14 @@ class AsrStage(Stage):
     reads = (topics.SPEECH, topics.CONTROL)
     writes = (topics.TRANSCRIPTS,)
 
-    def __init__(self, engine: AsrEngine, hotwords: Sequence[str] = (), corrector: Any = None) -> None:
+    def __init__(self, engine: AsrEngine, hotwords: Sequence[str] = (), corrector: Any = None,
+                 rescorer: Any = None) -> None:
         self.engine = engine
         self.hotwords = list(hotwords)
         # Domain correction (agent/asrfix): pure text -> Correction(text, changes); None = off.
         self.corrector = corrector
+        # Picks among the engine's n-best (agent/asrfix/rescore.py) when it returns several.
+        self.rescorer = rescorer
         self.version = engine.name + ("+asrfix" if corrector is not None else "")
 
     def new_state(self, call_id: str) -> CallTranscripts:
@@ -91,7 +94,14 @@ class AsrStage(Stage):
             log.info("empty final transcript dropped", call_id=ctx.call_id, turn=event.turn)
             return []
         text, raw, changes = result.text, None, []
-        if self.corrector is not None:
+        if self.rescorer is not None and len(result.hypotheses) > 1:
+            from agent.asrfix.rescore import choice_changes  # the rescorer implies the spoken extra
+
+            choice = self.rescorer.pick(result.hypotheses)
+            changes = choice_changes(choice, result.text, len(result.hypotheses))
+            if changes:
+                text, raw = choice.correction.text, result.text
+        elif self.corrector is not None:
             fixed = self.corrector.correct(result.text)
             if fixed.changes:
                 text, raw, changes = fixed.text, result.text, [c.as_dict() for c in fixed.changes]
