@@ -87,3 +87,28 @@ def test_whisper_returns_its_n_best_with_the_first_as_the_transcript():
     assert len(res.hypotheses) == 5 and res.hypotheses[0][0] == res.text
     assert len({t for t, _ in res.hypotheses}) > 1
     assert FasterWhisperEngine(base).transcribe(load_clip("BAC009S0764W0121.wav")).hypotheses == ()
+
+
+def test_the_final_reuses_the_early_partials_rescoring_so_publishing_it_costs_nothing_more():
+    """The VAD sends the turn's audio as a partial during the pause, then the same audio as
+    the final: the choice is made once, off the end-of-turn path."""
+    playbook = Settings().playbook
+    picks = []
+
+    class CountingRescorer:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def pick(self, hyps):
+            picks.append(hyps)
+            return self.inner.pick(hyps)
+
+    stage = AsrStage(_BeamEngine([("若同馨云那边给的价格比你们低", -0.4), ("腾讯云那边给的价格比你们低", -0.5)]),
+                     corrector=_corrector(playbook), rescorer=CountingRescorer(_rescorer(playbook)))
+    ctx = CallContext(call_id="c", state=stage.new_state("c"))
+    audio = np.zeros(16000, dtype="<i2").tobytes()
+    for final in (False, True):
+        seg = ev.SpeechSegment(call_id="c", turn=1, start_ms=0, end_ms=1000, final=final, audio_pcm16=audio)
+        out = stage.handle(seg, ctx)
+    assert out[0].event.text == "腾讯云那边给的价格比你们低"
+    assert len(picks) == 1

@@ -126,7 +126,7 @@ def eval_asr(
     real-time factor, and end of speech -> final transcript p50/p95.  Last line: one JSON
     object with cer, cer_8k, rtf, final_p50_ms."""
     from agent.speech.evaluate import clip_line, evaluate, read_manifest
-    from agent.speech.factories import asr_engine, hotwords, vad_stage
+    from agent.speech.factories import asr_engine, asr_stage, hotwords, vad_stage
 
     s = _settings(data_dir, model, asr_short_window=not full_window)
     items = read_manifest(manifest)
@@ -145,7 +145,9 @@ def eval_asr(
         table.add_row(Path(c.audio).name, f"{c.language}/{c.detected_language}", f"{c.duration_s:.1f}",
                       f"{c.cer:.3f}", f"{c.cer_8k:.3f}", "" if c.final_ms is None else f"{c.final_ms:.0f}", c.hyp)
 
-    report = evaluate(items, engine, vad_stage_factory=factory, hotwords=terms, progress=progress)
+    # The latency runs through the ASR stage as a call configures it (correction, n-best rescoring).
+    report = evaluate(items, engine, vad_stage_factory=factory, hotwords=terms, progress=progress,
+                      asr_stage_factory=(lambda: asr_stage(s, terms)) if latency else None)
     console.print(table)
     summary = report.summary(engine.name)
     for lang, d in summary["per_language"].items():

@@ -115,7 +115,7 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
 
 
 def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16k: np.ndarray,
-                  hotwords: Iterable[str] = ()) -> tuple[float, float, str] | None:
+                  hotwords: Iterable[str] = (), asr_stage: Any = None) -> tuple[float, float, str] | None:
     """Stream the clip (as 8 kHz mu-law frames, paced in real time like a phone line) into a
     fresh VAD stage, with a real ASR stage consuming its segments on a worker thread (as a
     separate ASR consumer does); for the last final transcript return (end of speech -> final
@@ -124,13 +124,14 @@ def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16
     End of speech = end of the last speech window, on the wall clock of the paced stream; the
     final is ready when the ASR stage has published it - a partial decoded during the pause is
     reused.  The wait is media time: the silence the turn-taker needed before ending the turn.
-    Wall-clock measured, so it takes as long as the audio (plus a little silence)."""
+    Wall-clock measured, so it takes as long as the audio (plus a little silence).  `asr_stage`:
+    the ASR stage as configured (correction, n-best rescoring); default a bare one on `engine`."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from agent.stages.asr import AsrStage
 
     stage = vad_stage_factory()
-    asr = AsrStage(engine, list(hotwords))
+    asr = asr_stage if asr_stage is not None else AsrStage(engine, list(hotwords))
     ctx = CallContext(call_id="eval", state=stage.new_state("eval"))
     actx = CallContext(call_id="eval", state=asr.new_state("eval"))
     speech_frames = -(-len(pcm16k) // (16000 * ev.FRAME_MS // 1000))
@@ -168,6 +169,7 @@ def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16
 def evaluate(
     items: list[dict[str, Any]], engine: AsrEngine, *, vad_stage_factory: Callable[[], Any] | None = None,
     hotwords: Iterable[str] = (), progress: Callable[[ClipResult], None] | None = None,
+    asr_stage_factory: Callable[[], Any] | None = None,
 ) -> Report:
     from agent.audiocall import read_wav
     from agent.speech.codec import resample
@@ -188,7 +190,8 @@ def evaluate(
             detected_language=r16.language,
         )
         if vad_stage_factory is not None:
-            timing = time_to_final(vad_stage_factory, engine, pcm, terms)
+            timing = time_to_final(vad_stage_factory, engine, pcm, terms,
+                                   asr_stage_factory() if asr_stage_factory else None)
             if timing:
                 clip.final_ms, clip.endpoint_wait_ms, clip.final_text = timing
         report.clips.append(clip)

@@ -61,11 +61,12 @@ def vad_stage(settings: Settings) -> VadStage:
     return VadStage(vad, smart, TurnParams(max_silence_ms=settings.turn_max_silence_ms))
 
 
-def asr_stage(settings: Settings) -> AsrStage:
+def asr_stage(settings: Settings, terms: list[str] | None = None) -> AsrStage:
+    """The ASR stage as configured; `terms` overrides the hot-words (an evaluation's choice)."""
+    words = hotwords(settings) if terms is None else terms
     if not settings.asr_correction:
-        return AsrStage(asr_engine(settings), hotwords(settings))
-    return AsrStage(asr_engine(settings), hotwords(settings), _corrector(settings.playbook),
-                    rescorer=_rescorer(settings.playbook))
+        return AsrStage(asr_engine(settings), words)
+    return AsrStage(asr_engine(settings), words, _corrector(settings.playbook), rescorer=_rescorer(settings.playbook))
 
 
 @lru_cache(maxsize=4)

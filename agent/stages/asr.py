@@ -35,6 +35,9 @@ class CallTranscripts:
     turn: int = 0
     last_partial: str = ""
     cached: dict[tuple[int, int, int], AsrResult] = field(default_factory=dict)
+    # The latest partial's decode already corrected / rescored: (text, raw_text, changes).  If
+    # the final segment has the same audio, publishing it costs nothing more.
+    finished: dict[tuple[int, int, int], tuple[str, str | None, list[dict]]] = field(default_factory=dict)
 
 
 def stable_prefix(previous: str, current: str) -> str:
@@ -71,7 +74,7 @@ class AsrStage(Stage):
             return []
         st: CallTranscripts = ctx.state
         if event.turn != st.turn:
-            st.turn, st.last_partial, st.cached = event.turn, "", {}
+            st.turn, st.last_partial, st.cached, st.finished = event.turn, "", {}, {}
         if len(event.audio_pcm16) % 2:
             raise ValueError(f"speech segment has an odd number of bytes ({len(event.audio_pcm16)}): not PCM16")
         if not event.final and event.end_ms - event.start_ms < MIN_PARTIAL_MS:
@@ -85,26 +88,19 @@ class AsrStage(Stage):
             if result is None or not result.text:
                 return []
             st.cached = {key: result}
+            # Correct/rescore now, while the turn-taker is still waiting out the pause: the final
+            # usually has exactly this audio (the VAD's early partial), so its publication skips it.
+            st.finished = {key: self._finish(result)}
             prefix = stable_prefix(st.last_partial, result.text)
             st.last_partial = result.text
             return [Emit(topics.TRANSCRIPTS, self.make(ev.TranscriptPartial, event, ctx, 0, text=result.text,
                                                      stable_prefix=prefix))]
-        st.cached = {}
+        finished = st.finished.get(key)
+        st.cached, st.finished = {}, {}
         if result is None or not result.text:
             log.info("empty final transcript dropped", call_id=ctx.call_id, turn=event.turn)
             return []
-        text, raw, changes = result.text, None, []
-        if self.rescorer is not None and len(result.hypotheses) > 1:
-            from agent.asrfix.rescore import choice_changes  # the rescorer implies the spoken extra
-
-            choice = self.rescorer.pick(result.hypotheses)
-            changes = choice_changes(choice, result.text, len(result.hypotheses))
-            if changes:
-                text, raw = choice.correction.text, result.text
-        elif self.corrector is not None:
-            fixed = self.corrector.correct(result.text)
-            if fixed.changes:
-                text, raw, changes = fixed.text, result.text, [c.as_dict() for c in fixed.changes]
+        text, raw, changes = finished if finished is not None else self._finish(result)
         final = self.make(
             ev.TranscriptFinal, event, ctx, 0, text=text, language=result.language,
             confidence=None if result.avg_logprob is None else round(math.exp(result.avg_logprob), 4),
@@ -113,6 +109,21 @@ class AsrStage(Stage):
         log.info("final transcript", call_id=ctx.call_id, turn=event.turn, text=text, corrected=len(changes),
                  decode_ms=round(result.decode_ms), audio_ms=result.audio_ms)
         return [Emit(topics.TRANSCRIPTS, final)]
+
+
+    def _finish(self, result: AsrResult) -> tuple[str, str | None, list[dict]]:
+        """(published text, what the recogniser wrote if that differs, the change report)."""
+        if self.rescorer is not None and len(result.hypotheses) > 1:
+            from agent.asrfix.rescore import choice_changes  # the rescorer implies the spoken extra
+
+            choice = self.rescorer.pick(result.hypotheses)
+            changes = choice_changes(choice, result.text, len(result.hypotheses))
+            return (choice.correction.text, result.text, changes) if changes else (result.text, None, [])
+        if self.corrector is not None:
+            fixed = self.corrector.correct(result.text)
+            if fixed.changes:
+                return fixed.text, result.text, [c.as_dict() for c in fixed.changes]
+        return result.text, None, []
 
 
 def terms_from_playbook(playbook: Any) -> list[str]:
