@@ -178,6 +178,19 @@ def load_hf_from_ct2(model_dir: Path):
     return model.eval()
 
 
+def _write_model_dir(base_dir: Path, out_dir: Path, spec: str, revision: int, variables: dict[str, np.ndarray],
+                     aliases: dict[str, str]) -> Path:
+    """A CTranslate2 directory with new weights and base_dir's config and tokenizer; model.bin
+    appears only once complete."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json", "preprocessor_config.json"):
+        if (base_dir / name).exists():
+            shutil.copyfile(base_dir / name, out_dir / name)
+    write_model_bin(out_dir / "model.bin.part", spec, revision, variables, aliases)
+    (out_dir / "model.bin.part").rename(out_dir / "model.bin")
+    return out_dir
+
+
 def save_ct2_from_hf(model, base_dir: Path, out_dir: Path) -> Path:
     """Write a fine-tuned transformers Whisper back as a CTranslate2 directory (float16 weights,
     loaded as int8 by the ASR stage's compute_type), reusing base_dir's config and tokenizer."""
@@ -186,23 +199,12 @@ def save_ct2_from_hf(model, base_dir: Path, out_dir: Path) -> Path:
     cfg = model.config
     one, fused = name_map(cfg.encoder_layers, cfg.decoder_layers)
     for c, h in one:
-        value = state[h]
-        if value.shape != variables[c].shape and c.endswith("position_encodings/encodings"):
-            # trained on a shorter encoder window: keep the base rows beyond it (positions are
-            # not trained by LoRA anyway)
-            value = np.concatenate([value, variables[c][len(value):].astype(np.float32)])
-        variables[c] = value.astype(np.float16)
+        variables[c] = state[h].astype(np.float16)
     for c, parts in fused:
         present = next(state[h] for h in parts if h in state)
         pieces = [state[h] if h in state else np.zeros_like(present) for h in parts]  # k_proj has no bias
         variables[c] = np.concatenate(pieces, axis=0).astype(np.float16)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json", "preprocessor_config.json"):
-        if (base_dir / name).exists():
-            shutil.copyfile(base_dir / name, out_dir / name)
-    write_model_bin(out_dir / "model.bin.part", spec, revision, variables, aliases)
-    (out_dir / "model.bin.part").rename(out_dir / "model.bin")
-    return out_dir
+    return _write_model_dir(base_dir, out_dir, spec, revision, variables, aliases)
 
 
 def merge_lora_into_ct2(base_dir: Path, adapter: Path, out_dir: Path) -> Path:
@@ -233,10 +235,4 @@ def merge_lora_into_ct2(base_dir: Path, adapter: Path, out_dir: Path) -> Path:
             raise ValueError(f"{adapter}: {hf} delta {delta.shape} does not fit {c} {w.shape}")
         w[i * rows : (i + 1) * rows] += delta
         variables[c] = w.astype(variables[c].dtype)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json", "preprocessor_config.json"):
-        if (base_dir / name).exists():
-            shutil.copyfile(base_dir / name, out_dir / name)
-    write_model_bin(out_dir / "model.bin.part", spec, revision, variables, aliases)
-    (out_dir / "model.bin.part").rename(out_dir / "model.bin")
-    return out_dir
+    return _write_model_dir(base_dir, out_dir, spec, revision, variables, aliases)
