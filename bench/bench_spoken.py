@@ -49,7 +49,7 @@ def bench_correction_latency() -> None:
 def bench_shared_clips(manifest: Path, prompts: tuple[bool, ...] = (False,)) -> None:
     from agent import settings as settings_mod
     from agent.asrfix import Corrector, build_lexicon
-    from agent.asrfix.rescore import Rescorer, choice_changes, rule_understands
+    from agent.asrfix.rescore import Rescorer, correct_transcript, rule_understands
     from agent.speech.asr import make_engine
     from agent.speech.codec import phone_round_trip
     from pipelines.spoken_eval import cer, read_wav_16k
@@ -73,12 +73,7 @@ def bench_shared_clips(manifest: Path, prompts: tuple[bool, ...] = (False,)) -> 
                     pcm = phone_round_trip(pcm)
                 res = engine.transcribe(pcm, hotwords=lexicon.prompt_terms() if prompt else ())
                 text = res.text
-                if len(res.hypotheses) > 1:
-                    choice = rescorer.pick(res.hypotheses)
-                    fixed_text, changes = choice.correction.text, choice_changes(choice, text, len(res.hypotheses))
-                else:
-                    fixed = corrector.correct(text)
-                    fixed_text, changes = fixed.text, [c.as_dict() for c in fixed.changes]
+                fixed_text, changes = correct_transcript(text, res.hypotheses, corrector, rescorer)
                 raw_pairs.append((r["text"], text))
                 fixed_pairs.append((r["text"], fixed_text))
                 edits.extend(f"{c['before']}->{c['after']}" for c in changes)

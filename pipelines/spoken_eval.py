@@ -25,6 +25,7 @@ import numpy as np
 
 from agent.jsonl import read_jsonl
 from agent.asrfix import Corrector, DomainLexicon
+from agent.asrfix.rescore import correct_transcript, domain_terms_in, lexicon_surfaces
 from agent.nlu import Understander
 from agent.nlu.evaluate import Example, evaluate, parse_example
 from agent.speech.codec import PIPELINE_RATE, resample
@@ -112,26 +113,9 @@ def cer(pairs: Iterable[tuple[str, str]]) -> float:
     return errs / total if total else 0.0
 
 
-def domain_terms_in(text: str, surfaces: Sequence[str]) -> list[str]:
-    """Lexicon surfaces found in text, longest first, non-overlapping (scoring form)."""
-    t = for_cer(text)
-    taken = [False] * len(t)
-    found = []
-    for s in surfaces:
-        start = t.find(s)
-        while start >= 0:
-            if not any(taken[start:start + len(s)]):
-                found.append(s)
-                for k in range(start, start + len(s)):
-                    taken[k] = True
-            start = t.find(s, start + 1)
-    return found
-
-
 def domain_term_error_rate(pairs: Iterable[tuple[str, str]], lexicon: DomainLexicon) -> tuple[float, int]:
     """Share of the reference's domain-term occurrences missing from the transcript."""
-    surfaces = sorted({for_cer(t.text) for t in lexicon.terms if t.target and len(for_cer(t.text)) >= 2},
-                      key=len, reverse=True)
+    surfaces = lexicon_surfaces(lexicon)
     missed = total = 0
     for ref, hyp in pairs:
         want = domain_terms_in(ref, surfaces)
@@ -156,8 +140,6 @@ def transcribe_all(items: Sequence[SpokenItem], asr: Asr, corrector: Corrector |
     """Decode every clip (or take it from `cache`, keyed by audio bytes + `config`), then correct.
     `asr` returns a transcript or Whisper's n-best as [text, score] pairs; with a `rescorer`
     (agent/asrfix/rescore.py) the n-best is rescored before correction, as the ASR stage does."""
-    from agent.asrfix.rescore import choice_changes
-
     out = []
     for it in items:
         t0 = time.perf_counter()
@@ -176,14 +158,8 @@ def transcribe_all(items: Sequence[SpokenItem], asr: Asr, corrector: Corrector |
         hyps = [(h[0], float(h[1])) for h in value] if isinstance(value, list) and value else [(str(value or ""), 0.0)]
         text = hyps[0][0]
         ms = (time.perf_counter() - t0) * 1000
-        if corrector is not None and rescorer is not None and len(hyps) > 1:
-            choice = rescorer.pick(hyps)
-            out.append(Heard(it, text, choice.correction.text, choice_changes(choice, text, len(hyps)), ms, err))
-        elif corrector is not None:
-            fixed = corrector.correct(text)
-            out.append(Heard(it, text, fixed.text, [c.as_dict() for c in fixed.changes], ms, err))
-        else:
-            out.append(Heard(it, text, text, [], ms, err))
+        fixed_text, changes = correct_transcript(text, hyps, corrector, rescorer) if corrector is not None else (text, [])
+        out.append(Heard(it, text, fixed_text, changes, ms, err))
         if progress:
             progress()
     return out

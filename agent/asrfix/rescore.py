@@ -31,20 +31,26 @@ def lexicon_surfaces(lexicon: DomainLexicon) -> tuple[str, ...]:
                         key=len, reverse=True))
 
 
-def term_chars(text: str, surfaces: Sequence[str]) -> int:
-    """Characters of the distinct lexicon terms in `text` (longest match first, no overlaps).
-    Distinct: a hypothesis that says a term twice - Whisper looping - earns nothing for it."""
+def domain_terms_in(text: str, surfaces: Sequence[str]) -> list[str]:
+    """Lexicon surfaces found in text (scoring form), longest first, non-overlapping, one entry
+    per occurrence."""
     t = for_cer(text)
     taken = [False] * len(t)
-    found: set[str] = set()
+    found = []
     for s in surfaces:
         start = t.find(s)
         while start >= 0:
             if not any(taken[start : start + len(s)]):
+                found.append(s)
                 taken[start : start + len(s)] = [True] * len(s)
-                found.add(s)
             start = t.find(s, start + 1)
-    return sum(len(s) for s in found)
+    return found
+
+
+def term_chars(text: str, surfaces: Sequence[str]) -> int:
+    """Characters of the distinct lexicon terms in `text`.  Distinct: a hypothesis that says a
+    term twice - Whisper looping - earns nothing for it."""
+    return sum(len(s) for s in set(domain_terms_in(text, surfaces)))
 
 
 def plausible_against(first: str, other: str) -> bool:
@@ -114,6 +120,20 @@ def rule_understands() -> Callable[[str], bool]:
 
     rules = RuleUnderstander()
     return lambda text: any(i.name != "other" for i in rules.understand(text).intents)
+
+
+def correct_transcript(text: str, hypotheses: Sequence[tuple[str, float]], corrector: Corrector | None,
+                       rescorer: Rescorer | None) -> tuple[str, list[dict]]:
+    """What a call publishes for a transcript and the change report: the rescorer's choice when
+    there are several hypotheses, else the post-correction of `text`, else `text` as is.  One
+    definition for the ASR stage, `dianxiao eval spoken` and the benchmark."""
+    if rescorer is not None and len(hypotheses) > 1:
+        choice = rescorer.pick(hypotheses)
+        return choice.correction.text, choice_changes(choice, text, len(hypotheses))
+    if corrector is not None:
+        fixed = corrector.correct(text)
+        return fixed.text, [c.as_dict() for c in fixed.changes]
+    return text, []
 
 
 def choice_changes(choice: Choice, first_text: str, n: int) -> list[dict]:

@@ -113,17 +113,12 @@ class AsrStage(Stage):
 
     def _finish(self, result: AsrResult) -> tuple[str, str | None, list[dict]]:
         """(published text, what the recogniser wrote if that differs, the change report)."""
-        if self.rescorer is not None and len(result.hypotheses) > 1:
-            from agent.asrfix.rescore import choice_changes  # the rescorer implies the spoken extra
+        if self.corrector is None and self.rescorer is None:
+            return result.text, None, []
+        from agent.asrfix.rescore import correct_transcript  # correction implies the spoken extra
 
-            choice = self.rescorer.pick(result.hypotheses)
-            changes = choice_changes(choice, result.text, len(result.hypotheses))
-            return (choice.correction.text, result.text, changes) if changes else (result.text, None, [])
-        if self.corrector is not None:
-            fixed = self.corrector.correct(result.text)
-            if fixed.changes:
-                return fixed.text, result.text, [c.as_dict() for c in fixed.changes]
-        return result.text, None, []
+        text, changes = correct_transcript(result.text, result.hypotheses, self.corrector, self.rescorer)
+        return (text, result.text, changes) if changes else (result.text, None, [])
 
 
 def terms_from_playbook(playbook: Any) -> list[str]:
