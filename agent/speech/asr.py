@@ -175,12 +175,10 @@ class FasterWhisperEngine:
             enc, [prompt], beam_size=self.beam_size, num_hypotheses=self.nbest,
             max_length=min(448, len(prompt) + max_new), return_scores=True, suppress_blank=True, suppress_tokens=[-1],
         )[0]
-        texts = []
-        for ids in result.sequences_ids:
-            # A cut-off multi-byte character decodes to U+FFFD: drop it rather than publish it.
-            texts.append(tk.decode([t for t in ids if t < tk.eot]).replace("\ufffd", "").strip())
-        tokens = [t for t in result.sequences_ids[0] if t < tk.eot]
-        logprob = result.scores[0] / (len(tokens) + 1) if result.scores else None
+        seqs = [[t for t in ids if t < tk.eot] for ids in result.sequences_ids]
+        # A cut-off multi-byte character decodes to U+FFFD: drop it rather than publish it.
+        texts = [tk.decode(ids).replace("\ufffd", "").strip() for ids in seqs]
+        logprob = result.scores[0] / (len(seqs[0]) + 1) if result.scores else None
         hyps = list(zip(texts, [float(x) for x in result.scores])) if result.scores else []
         return texts[0], lang, lang_prob, logprob, hyps
 
