@@ -18,10 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _p95(xs: list[float]) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))]
+from bench_nlu import _pct  # noqa: E402  (a sibling script: the NLU benchmark's percentile)
 
 
 def _cpu_p95_ms(model_dir: Path, onnx_file: str, examples) -> float:
@@ -33,7 +30,7 @@ def _cpu_p95_ms(model_dir: Path, onnx_file: str, examples) -> float:
         c0 = time.process_time()
         m.probs(e.text, e.context)
         cpu.append((time.process_time() - c0) * 1000)
-    return _p95(cpu)
+    return _pct(cpu, 0.95)
 
 
 def main() -> None:
