@@ -56,7 +56,9 @@ class SmartTurn:
 
     SECONDS = 8
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    # One thread: it runs at each pause while the ASR decodes the same audio on the other
+    # core(s); two threads made both slower (Smart Turn 60 -> 140-200 ms when contended).
+    def __init__(self, path: Path, threads: int = 1) -> None:
         from faster_whisper.feature_extractor import FeatureExtractor
 
         self._session = _session(path, threads)
