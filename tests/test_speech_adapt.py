@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.asr_adapt import Pair, add_noise, augment, speed, split, telephone
 from pipelines.whisper_ct2_weights import read_model_bin, write_model_bin
-from tests.speech_helpers import MODELS, load_clip
+from tests.speech_helpers import MODELS, clip, load_clip, manifest
 
 
 def _tone(freq: float, seconds: float = 1.0) -> np.ndarray:
@@ -152,3 +152,35 @@ def test_an_adapter_changes_only_the_rows_of_the_projection_it_adapts(tmp_path):
                                       "model.encoder.layers.9.self_attn.q_proj.weight.lora_B": B, "scale": np.float32(1.0)})
     with pytest.raises(ValueError, match="no CTranslate2 counterpart"):
         merge_lora_into_ct2(tmp_path / "base", tmp_path / "bad.npz", tmp_path / "out2")
+
+
+@pytest.mark.slow  # torch + transformers import and Whisper base in transformers (~20 s)
+def test_a_gpu_box_without_the_audio_stack_trains_from_examples_prepared_here(tmp_path):
+    """bench/bench_asr_adapt.py: `prepare` writes the held-in split's features and texts, `train`
+    needs only that file and the base directory (the step a GPU box runs), and its adapter holds
+    LoRA factors for the top encoder layers and the decoder, ready for merge_lora_into_ct2."""
+    pytest.importorskip("torch", reason="the train extra (torch, transformers, peft) is not installed")
+    import json
+
+    from agent.speech.assets import AssetError, whisper_base_dir
+    from bench.bench_asr_adapt import main
+
+    try:
+        base = whisper_base_dir(MODELS)
+    except AssetError as exc:
+        pytest.skip(str(exc))
+    items = [it for it in manifest() if it["audio"].split("/")[-1].startswith("BAC009")][:5]
+    (tmp_path / "m.jsonl").write_text("".join(
+        json.dumps({"audio": str(clip(it["audio"].split("/")[-1])), "text": it["text"]}, ensure_ascii=False) + "\n"
+        for it in items), encoding="utf-8")
+    main(["prepare", "--data", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "ex.npz"), "--augment", "none"])
+    data = np.load(tmp_path / "ex.npz")
+    texts = json.loads(str(data["texts"]))
+    assert len(texts) == 4 and {t for t in texts} <= {it["text"] for it in items}  # 1 of 5 held out
+    assert data["f0"].dtype == np.float16 and data["f0"].shape[0] == 80
+    main(["train", "--examples", str(tmp_path / "ex.npz"), "--base", str(base), "--out", str(tmp_path / "a"),
+          "--device", "cpu", "--epochs", "1"])
+    factors = np.load(tmp_path / "a" / "adapter.npz")
+    names = [k for k in factors.files if k.endswith(".lora_A")]
+    assert any(".encoder.layers.5." in k for k in names) and any(".decoder.layers.0." in k for k in names)
+    assert not any(".encoder.layers.0." in k for k in names)  # the frozen bottom stays as it was
