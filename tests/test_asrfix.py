@@ -139,3 +139,33 @@ def test_confusions_learned_from_the_ear_are_applied_and_guarded() -> None:
     assert fixed.changes[0].note == "learned confusion"
     # the guard still holds: numbers and exact terms are untouched
     assert Corrector(lexicon, learned={"一千": ("并发", "feature", "concurrency")}).correct("一千并发").text == "一千并发"
+
+
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        ("还有能扛住800点发吗", "还有能扛住800并发吗"),  # one syllable of 并发 right, beside a number
+        ("最好能支持2万订发", "最好能支持2万并发"),
+        ("半年能做吗续算10万", "半年能做吗预算10万"),  # 预算 is everyday: only the number lets it be written
+    ],
+)
+def test_beside_a_large_number_one_misheard_syllable_is_forgiven(corrector: Corrector, heard: str, meant: str) -> None:
+    fixed = corrector.correct(heard)
+    assert fixed.text == meant
+    assert [ch.note for ch in fixed.changes] == ["beside a number"]
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "我3点发给你",  # a small number: a time, not a capacity
+        "开3000元发票",  # 发票 crosses the window's edge
+        "最多能出30000块哈",  # 块 counts money: 块哈 is not 并发 though 哈 is one fuzzy step from 发
+        "我打算3000买",  # 打算 is an ordinary word
+        "发1000个发货单",
+        "我们预算5万要800并发",  # already right
+        "前日算3500",  # 前日 crosses the edge
+    ],
+)
+def test_words_beside_numbers_that_are_not_the_term_stay(corrector: Corrector, said: str) -> None:
+    assert corrector.correct(said).text == said

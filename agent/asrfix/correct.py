@@ -36,6 +36,11 @@ from agent.asrfix.wordlist import common_words
 _NUMBER = re.compile(r"[0-9０-９][0-9０-９.,%％]*|[零一二两三四五六七八九十百千万亿]*[十百千万亿][零一二两三四五六七八九十百千万亿]*"
                      r"|[零一二两三四五六七八九]{3,}")
 _CJK = re.compile(r"[\u4e00-\u9fff]+")
+# A quantity as the normaliser writes it (800, 1.5万, 2千), for the terms that sit beside one.
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([百千万]?)")
+_UNIT = {"": 1, "百": 100, "千": 1000, "万": 10000}
+# A measure word after the number says what is counted (三万块, 800台): not a term's place.
+_MEASURE = set("块元台个套人次倍位家条张份件户年月天周")
 STRADDLE_MIN_FREQ = 100  # an ordinary word this common straddling the window vetoes a change
 WORD_MIN_FREQ = 20  # rarer dictionary entries (萨斯) are more likely a mis-hearing than a word
 # Two-syllable terms that are everyday words (价格, 安全, 试用) have everyday homophones (使用);
@@ -103,6 +108,8 @@ class Corrector:
         self._by_key: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._targets = [t for t in lexicon.targets() if t.sounds
                          and not (len(t.text) == 2 and self.words.get(t.text, 0) >= GENERIC_FREQ)]
+        # Terms beside a number (800并发) - everyday ones (预算) too: the number is the context.
+        self._beside_numbers = [t for t in lexicon.targets() if t.number_side and t.sounds]
         for i, t in enumerate(self._targets):
             for sound in t.sounds:
                 for s in sound:
@@ -119,6 +126,7 @@ class Corrector:
         candidates: list[_Candidate] = self._learned_candidates(text, protected, exact_terms + self._known_spans(text))
         for run in _CJK.finditer(text):
             candidates.extend(self._candidates(text, run.start(), run.end(), protected, exact_terms, self_known))
+        candidates.extend(self._beside_number_candidates(text, protected, exact_terms + self_known))
         chosen: list[_Candidate] = []
         taken = [False] * len(text)
         for c in sorted(candidates, key=lambda c: (c.note != "learned confusion", -c.score, -len(c.term.text), c.start)):
@@ -235,6 +243,38 @@ class Corrector:
                         cand = self._judge(text, a, b, term, sound, protected, exact_terms, known)
                         if cand:
                             out.append(cand)
+        return out
+
+    def _beside_number_candidates(self, text: str, protected: list[bool],
+                                  kept: list[tuple[int, int]]) -> list[_Candidate]:
+        """800电发 -> 800并发, 续算10万 -> 预算10万: next to a number of at least the term's
+        `number_min`, on the term's side, a window that matches all syllables of the term but
+        one is the term - unless it is an ordinary word, holds a function character, starts
+        with a measure word (三万块哈 is money), or an ordinary word crosses its edge
+        (3000元发|票, 我打算|3000)."""
+        out: list[_Candidate] = []
+        for m in _QUANTITY.finditer(text):
+            value = float(m.group(1)) * _UNIT[m.group(2)]
+            for term in self._beside_numbers:
+                if value < term.number_min:
+                    continue
+                n = len(term.text)
+                a, b = (m.end(), m.end() + n) if term.number_side == "before" else (m.start() - n, m.start())
+                window = text[max(a, 0):b]
+                if a < 0 or len(window) != n or window == term.text or not _CJK.fullmatch(window) or any(protected[a:b]):
+                    continue
+                if any(not (e <= a or s >= b) for s, e in kept) or any(c in _FUNCTION_CHARS for c in window):
+                    continue
+                if term.number_side == "before" and window[0] in _MEASURE:
+                    continue
+                if self._is_word(window) or self._straddled(text, a, b):
+                    continue
+                heard = _window_sounds(window)
+                for sound in term.sounds if heard is not None else ():
+                    sims = [syllable_similarity(x, y) for x, y in zip(heard, sound)]
+                    if len(sound) == len(heard) and sum(x >= FUZZY for x in sims) >= len(sound) - 1:
+                        out.append(_Candidate(a, b, term, sum(sims) / len(sims), "beside a number"))
+                        break
         return out
 
     def _judge(self, text: str, a: int, b: int, term: DomainTerm, sound: tuple[Syllable, ...],

@@ -40,6 +40,10 @@ class DomainTerm:
     target: bool = True  # may the corrector write it?  (numbers: prompt only)
     source: str = "playbook"  # playbook | nlu | sales
     prompt: bool = True  # in the first round of Whisper's prompt
+    # A term that sits beside a number (800并发, 预算5万): "before" = the number comes before it,
+    # "after" = after it; beside a number >= number_min the corrector forgives one syllable.
+    number_side: str = ""
+    number_min: float = 0
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,12 @@ def build_lexicon(
         _add(out, word, "sales", word, source="sales")
         if i >= 5 and (word, "sales") in out:  # only the first few sales words lead the prompt
             out[(word, "sales")] = dataclasses.replace(out[(word, "sales")], prompt=False)
+    for word, spec in (sales.get("beside_numbers") or {}).items():
+        side = str((spec or {}).get("number", ""))
+        if side not in ("before", "after") or (word, "sales") not in out:
+            raise LexiconError(f"sales_terms.yaml beside_numbers: {word!r} needs number: before|after and a sales entry")
+        out[(word, "sales")] = dataclasses.replace(out[(word, "sales")], number_side=side,
+                                                   number_min=float(spec.get("min", 0)))
     for latin, spellings in (sales.get("spelled") or {}).items():
         out[(latin.lower(), "spelled")] = DomainTerm(
             latin, "spelled", latin.lower(), tuple(spelled_syllables(s) for s in spellings), True, "sales",
