@@ -169,3 +169,34 @@ def test_beside_a_large_number_one_misheard_syllable_is_forgiven(corrector: Corr
 )
 def test_words_beside_numbers_that_are_not_the_term_stay(corrector: Corrector, said: str) -> None:
     assert corrector.correct(said).text == said
+
+
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        ("能对接我们的1RT吗", "能对接我们的ERP吗"),  # Whisper writes E's yi as 1
+        ("最好能对接我现有的arp系统", "最好能对接我现有的ERP系统"),
+        ("现有的sat系统", "现有的SAP系统"),
+        ("能不能接触雷pi", "能不能接触API"),  # a character heard for the first letter
+    ],
+)
+def test_a_latin_token_that_spells_a_term_but_one_letter_sound_is_the_term(corrector: Corrector, heard: str,
+                                                                          meant: str) -> None:
+    fixed = corrector.correct(heard)
+    assert fixed.text == meant
+    assert [ch.note for ch in fixed.changes] == ["spelled letters"]
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "我们的KPI怎么算",  # a real three-letter acronym: too short to forgive a letter
+        "ROI多少",
+        "我需要1个cdm",  # one letter from CDN and from CRM: a coin toss, left alone
+        "开个app",
+        "iPhone可以吗",
+        "用的是CPU和GPU",
+    ],
+)
+def test_latin_words_that_are_not_a_misheard_term_stay(corrector: Corrector, said: str) -> None:
+    assert corrector.correct(said).text == said

@@ -26,6 +26,7 @@ from agent.asrfix.pinyin import (
     Syllable,
     _fuzzy,
     char_syllable,
+    letters_syllables,
     sequence_similarity,
     syllable_similarity,
     text_syllables,
@@ -41,6 +42,9 @@ _QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([百千万]?)")
 _UNIT = {"": 1, "百": 100, "千": 1000, "万": 10000}
 # A measure word after the number says what is counted (三万块, 800台): not a term's place.
 _MEASURE = set("块元台个套人次倍位家条张份件户年月天周")
+# A Latin token Whisper wrote, with the one CJK character it may have heard for a first letter
+# (雷pi for API: lei pi ai).
+_LATIN_TOKEN = re.compile(r"([\u4e00-\u9fff]?)([A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*)")
 STRADDLE_MIN_FREQ = 100  # an ordinary word this common straddling the window vetoes a change
 WORD_MIN_FREQ = 20  # rarer dictionary entries (萨斯) are more likely a mis-hearing than a word
 # Two-syllable terms that are everyday words (价格, 安全, 试用) have everyday homophones (使用);
@@ -110,6 +114,7 @@ class Corrector:
                          and not (len(t.text) == 2 and self.words.get(t.text, 0) >= GENERIC_FREQ)]
         # Terms beside a number (800并发) - everyday ones (预算) too: the number is the context.
         self._beside_numbers = [t for t in lexicon.targets() if t.number_side and t.sounds]
+        self._spelled = [t for t in lexicon.targets() if t.kind == "spelled" and t.sounds]
         for i, t in enumerate(self._targets):
             for sound in t.sounds:
                 for s in sound:
@@ -127,6 +132,7 @@ class Corrector:
         for run in _CJK.finditer(text):
             candidates.extend(self._candidates(text, run.start(), run.end(), protected, exact_terms, self_known))
         candidates.extend(self._beside_number_candidates(text, protected, exact_terms + self_known))
+        candidates.extend(self._letter_candidates(text, exact_terms))
         chosen: list[_Candidate] = []
         taken = [False] * len(text)
         for c in sorted(candidates, key=lambda c: (c.note != "learned confusion", -c.score, -len(c.term.text), c.start)):
@@ -275,6 +281,45 @@ class Corrector:
                     if len(sound) == len(heard) and sum(x >= FUZZY for x in sims) >= len(sound) - 1:
                         out.append(_Candidate(a, b, term, sum(sims) / len(sims), "beside a number"))
                         break
+        return out
+
+    def _letter_candidates(self, text: str, exact_terms: list[tuple[int, int]]) -> list[_Candidate]:
+        """1RT -> ERP, sat -> SAP, 雷pi -> API: a Latin token read out letter by letter sounds
+        like a spelled term but one syllable.  Only tokens of four or more syllables when they are
+        all letters (KPI, ROI and other real acronyms are three), three when Whisper wrote a
+        character for the first letter; never a term already in the lexicon (CDN, GPU)."""
+        out: list[_Candidate] = []
+        for m in _LATIN_TOKEN.finditer(text):
+            head, token = m.group(1), m.group(2)
+            end = m.end()
+            if end < len(text) and text[end].isascii() and text[end].isalnum():
+                continue  # part of a longer token the regex stopped short of
+            starts = [(m.start(2), None)] + ([(m.start(1), head)] if head else [])
+            for a, char in starts:
+                if any(not (e <= a or s >= end) for s, e in exact_terms):
+                    continue
+                letters = letters_syllables(token)
+                first = char_syllable(char) if char else None
+                if letters is None or (char and first is None):
+                    continue
+                heard = ((first,) if first else ()) + letters
+                if len(heard) < (3 if char else 4) or token.lower() in self._surfaces:
+                    continue
+                found: dict[str, _Candidate] = {}
+                for term in self._spelled:
+                    for sound in term.sounds:
+                        if len(sound) != len(heard) or token.upper() == term.text.upper():
+                            continue
+                        sims = [syllable_similarity(x, y) for x, y in zip(heard, sound)]
+                        if sum(x >= FUZZY for x in sims) >= len(sound) - 1 and term.id not in found:
+                            found[term.id] = _Candidate(a, end, term, sum(sims) / len(sims), "spelled letters")
+                if not char:  # cdm is one letter from CRM and from CDN (and sounds near both): left alone
+                    word = token.lower().replace("1", "e")
+                    found.update({t.id: found.get(t.id) for t in self._spelled if len(t.text) == len(word)
+                                  and sum(x != y for x, y in zip(word, t.text.lower())) <= 1
+                                  and min(abs(len(sd) - len(heard)) for sd in t.sounds) <= 1})
+                if len(found) == 1:
+                    out += [c for c in found.values() if c is not None]
         return out
 
     def _judge(self, text: str, a: int, b: int, term: DomainTerm, sound: tuple[Syllable, ...],

@@ -103,3 +103,22 @@ def text_syllables(text: str) -> tuple[Syllable, ...] | None:
 def spelled_syllables(spelling: str) -> tuple[Syllable, ...]:
     """'sa si' -> syllables (used for Latin terms as Chinese speakers say them)."""
     return tuple(split_syllable(p) for p in spelling.split())
+
+
+# English letter names as Chinese speakers say them (the spellings of sales_terms.yaml use the
+# same): lets a Latin token Whisper wrote (1RT, sat) be compared with a spelled term by sound.
+LETTER_NAMES = {
+    "a": "ei", "b": "bi", "c": "xi", "d": "di", "e": "yi", "f": "ai fu", "g": "ji", "h": "ai qi",
+    "i": "ai", "j": "jie", "k": "kai", "l": "ai le", "m": "ai mu", "n": "en", "o": "ou", "p": "pi",
+    "q": "kiu", "r": "a er", "s": "ai si", "t": "ti", "u": "you", "v": "wei", "w": "da bu liu",
+    "x": "ai ke si", "y": "wai", "z": "zei", "1": "yi",
+}
+
+
+def letters_syllables(token: str) -> tuple[Syllable, ...] | None:
+    """'1rt' -> yi a er ti: a token of Latin letters (and the digit 1, which Whisper writes for
+    the letter E's yi) read out letter by letter; None if it holds anything else."""
+    names = [LETTER_NAMES.get(c) for c in token.lower()]
+    if not names or any(n is None for n in names):
+        return None
+    return spelled_syllables(" ".join(names))  # type: ignore[arg-type]
