@@ -96,6 +96,14 @@ def _window_sounds(window: str) -> tuple[Syllable, ...] | None:
     return text_syllables(window)
 
 
+def _all_but_one(heard: tuple[Syllable, ...], sound: tuple[Syllable, ...]) -> float | None:
+    """Mean syllable similarity when every syllable but at most one matches, else None."""
+    if len(heard) != len(sound):
+        return None
+    sims = [syllable_similarity(x, y) for x, y in zip(heard, sound)]
+    return sum(sims) / len(sims) if sum(x >= FUZZY for x in sims) >= len(sound) - 1 else None
+
+
 class Corrector:
     """Pinyin-similarity post-correction against one domain lexicon (pure; thread-safe)."""
 
@@ -276,11 +284,9 @@ class Corrector:
                 if self._is_word(window) or self._straddled(text, a, b):
                     continue
                 heard = _window_sounds(window)
-                for sound in term.sounds if heard is not None else ():
-                    sims = [syllable_similarity(x, y) for x, y in zip(heard, sound)]
-                    if len(sound) == len(heard) and sum(x >= FUZZY for x in sims) >= len(sound) - 1:
-                        out.append(_Candidate(a, b, term, sum(sims) / len(sims), "beside a number"))
-                        break
+                score = max((_all_but_one(heard, sound) or 0.0 for sound in term.sounds), default=0.0) if heard else 0.0
+                if score:
+                    out.append(_Candidate(a, b, term, score, "beside a number"))
         return out
 
     def _letter_candidates(self, text: str, exact_terms: list[tuple[int, int]]) -> list[_Candidate]:
@@ -294,32 +300,30 @@ class Corrector:
             end = m.end()
             if end < len(text) and text[end].isascii() and text[end].isalnum():
                 continue  # part of a longer token the regex stopped short of
-            starts = [(m.start(2), None)] + ([(m.start(1), head)] if head else [])
-            for a, char in starts:
-                if any(not (e <= a or s >= end) for s, e in exact_terms):
-                    continue
-                letters = letters_syllables(token)
+            letters = letters_syllables(token)
+            if letters is None or token.lower() in self._surfaces:
+                continue
+            for a, char in [(m.start(2), "")] + ([(m.start(1), head)] if head else []):
                 first = char_syllable(char) if char else None
-                if letters is None or (char and first is None):
-                    continue
                 heard = ((first,) if first else ()) + letters
-                if len(heard) < (3 if char else 4) or token.lower() in self._surfaces:
+                if (char and first is None) or len(heard) < (3 if char else 4):
+                    continue
+                if any(not (e <= a or s >= end) for s, e in exact_terms):
                     continue
                 found: dict[str, _Candidate] = {}
                 for term in self._spelled:
-                    for sound in term.sounds:
-                        if len(sound) != len(heard) or token.upper() == term.text.upper():
-                            continue
-                        sims = [syllable_similarity(x, y) for x, y in zip(heard, sound)]
-                        if sum(x >= FUZZY for x in sims) >= len(sound) - 1 and term.id not in found:
-                            found[term.id] = _Candidate(a, end, term, sum(sims) / len(sims), "spelled letters")
+                    score = max((_all_but_one(heard, sound) or 0.0 for sound in term.sounds), default=0.0)
+                    if score:
+                        found[term.id] = _Candidate(a, end, term, score, "spelled letters")
                 if not char:  # cdm is one letter from CRM and from CDN (and sounds near both): left alone
                     word = token.lower().replace("1", "e")
-                    found.update({t.id: found.get(t.id) for t in self._spelled if len(t.text) == len(word)
-                                  and sum(x != y for x, y in zip(word, t.text.lower())) <= 1
-                                  and min(abs(len(sd) - len(heard)) for sd in t.sounds) <= 1})
+                    rivals = {t.id for t in self._spelled if len(t.text) == len(word)
+                              and sum(x != y for x, y in zip(word, t.text.lower())) <= 1
+                              and min(abs(len(sd) - len(heard)) for sd in t.sounds) <= 1}
+                    if rivals - found.keys():
+                        continue
                 if len(found) == 1:
-                    out += [c for c in found.values() if c is not None]
+                    out += found.values()
         return out
 
     def _judge(self, text: str, a: int, b: int, term: DomainTerm, sound: tuple[Syllable, ...],
