@@ -326,6 +326,7 @@ def test_northern_day_words_book_the_call_back(nlu):
     ("让你们经历跟我说", "request_human"),  # 经理 misheard
     ("给我开个测试帐号", "demo_request"),  # the variant 帐 Whisper writes
     ("在加上支持弹性扩容", "supplement_demand"),  # 再 misheard as 在
+    ("那个能不能先使用一下", "demo_request"),  # 试用 and 使用 are homophones (shi yong)
 ])
 def test_what_whisper_wrote_for_train_split_callers_still_reaches_the_intent(nlu, heard, intent):
     """Seen in Whisper's transcripts of synthetic TRAIN-split calls (never the test split)."""
