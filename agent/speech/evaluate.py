@@ -115,7 +115,8 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
 
 
 def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16k: np.ndarray,
-                  hotwords: Iterable[str] = (), asr_stage: Any = None) -> tuple[float, float, str] | None:
+                  hotwords: Iterable[str] = (), asr_stage: Any = None,
+                  trace: Callable[[dict[str, Any]], None] | None = None) -> tuple[float, float, str] | None:
     """Stream the clip (as 8 kHz mu-law frames, paced in real time like a phone line) into a
     fresh VAD stage, with a real ASR stage consuming its segments on a worker thread (as a
     separate ASR consumer does); for the last final transcript return (end of speech -> final
@@ -125,7 +126,9 @@ def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16
     final is ready when the ASR stage has published it - a partial decoded during the pause is
     reused.  The wait is media time: the silence the turn-taker needed before ending the turn.
     Wall-clock measured, so it takes as long as the audio (plus a little silence).  `asr_stage`:
-    the ASR stage as configured (correction, n-best rescoring); default a bare one on `engine`."""
+    the ASR stage as configured (correction, n-best rescoring); default a bare one on `engine`.
+    `trace` (bench/bench_turn_timeline.py) gets each segment the VAD emits and each ASR call,
+    with wall-clock ms since the stream started (called from two threads)."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from agent.stages.asr import AsrStage
@@ -138,8 +141,13 @@ def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16
     audio = np.concatenate([pcm16k, np.zeros(32000, dtype=np.int16)])
 
     def run_asr(seg: ev.SpeechSegment) -> tuple[list[Any], float]:
+        started = time.perf_counter()
         out = asr.handle(seg, actx)
-        return out, time.perf_counter()
+        done = time.perf_counter()
+        if trace:
+            trace({"event": "asr", "final": seg.final, "end_ms": seg.end_ms, "audio_ms": seg.end_ms - seg.start_ms,
+                   "start_ms": (started - t0) * 1000, "done_ms": (done - t0) * 1000})
+        return out, done
 
     finals: list[tuple[float, float, Future]] = []  # (speech end on the wall clock, wait ms, decode)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -147,10 +155,16 @@ def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16
         for i, payload in enumerate(pcm_to_ulaw_frames(audio, 16000)):
             # frame i is complete (and can be sent) once its 20 ms have been spoken
             time.sleep(max(0.0, t0 + (i + 1) * ev.FRAME_MS / 1000 - time.perf_counter()))
+            handled = time.perf_counter()
             out = stage.handle(ev.AudioFrame(call_id="eval", codec="pcmu8k", frame_index=i, payload=payload), ctx)
             for emit in out:
                 seg = emit.event
                 if isinstance(seg, ev.SpeechSegment):
+                    if trace:
+                        trace({"event": "segment", "final": seg.final, "end_ms": seg.end_ms,
+                               "speech_end_ms": seg.end_ms - stage.params.tail_ms,
+                               "emitted_ms": (time.perf_counter() - t0) * 1000,
+                               "vad_ms": (time.perf_counter() - handled) * 1000})
                     fut = pool.submit(run_asr, seg)
                     if seg.final:
                         speech_end_ms = seg.end_ms - stage.params.tail_ms
