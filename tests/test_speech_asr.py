@@ -152,3 +152,25 @@ def test_phone_line_audio_still_transcribes(engine):
     hyp = for_cer(engine.transcribe(phone_round_trip(pcm)).text)
     assert edit_distance(ref, hyp) / len(ref) < 0.5
     assert np.abs(phone_round_trip(pcm)).max() > 0
+
+
+def test_end_of_turn_timing_streams_a_clip_through_the_vad_and_the_asr_stage(engine):
+    """What `dianxiao eval asr` times and bench/bench_turn_timeline.py breaks down: a clip paced
+    like a phone line, an early partial decoded during the pause, the final reusing it."""
+    from agent.speech.evaluate import time_to_final
+    from agent.speech.models import load_silero, load_smart_turn
+    from agent.stages.vad import VadStage
+    from tests.speech_helpers import need_pipecat_models
+
+    silero, smart = need_pipecat_models()
+    vad = load_silero(str(silero)), load_smart_turn(str(smart))
+    events: list[dict] = []
+    final_ms, wait_ms, text = time_to_final(lambda: VadStage(*vad), engine, load_clip("BAC009S0150W0126.wav"),
+                                            trace=events.append)
+    assert text and 0 < wait_ms < final_ms < 5000
+    segments = [e for e in events if e["event"] == "segment"]
+    decodes = [e for e in events if e["event"] == "asr"]
+    assert segments[-1]["final"] and any(not s["final"] for s in segments)
+    assert len(decodes) == len(segments)  # every segment reached the ASR stage
+    final = next(d for d in decodes if d["final"])
+    assert final["done_ms"] - final["start_ms"] < 50  # the partial's decode of the same audio was reused
