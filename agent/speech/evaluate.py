@@ -160,14 +160,14 @@ def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16
             for emit in out:
                 seg = emit.event
                 if isinstance(seg, ev.SpeechSegment):
+                    speech_end_ms = seg.end_ms - stage.params.tail_ms
                     if trace:
+                        now = time.perf_counter()
                         trace({"event": "segment", "final": seg.final, "end_ms": seg.end_ms,
-                               "speech_end_ms": seg.end_ms - stage.params.tail_ms,
-                               "emitted_ms": (time.perf_counter() - t0) * 1000,
-                               "vad_ms": (time.perf_counter() - handled) * 1000})
+                               "speech_end_ms": speech_end_ms, "emitted_ms": (now - t0) * 1000,
+                               "vad_ms": (now - handled) * 1000})
                     fut = pool.submit(run_asr, seg)
                     if seg.final:
-                        speech_end_ms = seg.end_ms - stage.params.tail_ms
                         finals.append((t0 + speech_end_ms / 1000, (i + 1) * ev.FRAME_MS - speech_end_ms, fut))
             if i >= speech_frames and finals and ctx.state.turn.phase.value == "quiet":
                 break  # the clip is over and its last turn has ended
