@@ -63,15 +63,20 @@ def train(args: argparse.Namespace) -> None:
     log({"event": "loaded", "seconds": round(time.perf_counter() - t0, 2), "device": args.device,
          "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
          "torch": torch.__version__})
-    steps: list[dict] = []
+    total_steps = 0
+
+    def log_and_count(obj: dict) -> None:  # train_lora's epoch lines carry the step count so far
+        nonlocal total_steps
+        total_steps = max(total_steps, obj.get("steps", 0))
+        log(obj)
+
     t0 = time.perf_counter()
     peft_model = train_lora(model, Tokenizer.from_file(str(base / "tokenizer.json")), examples,
                             epochs=args.epochs, lr=args.lr, batch=args.batch, device=args.device, rank=args.rank,
-                            targets=args.targets.split(","), log=lambda o: (steps.append(o), log(o)),
+                            targets=args.targets.split(","), log=log_and_count,
                             train_encoder_layers=args.train_encoder_layers, train_decoder=args.train_decoder,
                             progress=False)
     seconds = time.perf_counter() - t0
-    total_steps = max((o.get("steps", 0) for o in steps), default=0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     factors = lora_factors(peft_model)
