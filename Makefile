@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 SYS_STAMP := $(VENV)/.system-packages
+TORCH_VERSION := 2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,15 +18,23 @@ $(SYS_STAMP): deploy/system-packages.txt | $(BIN)/python
 	bash scripts/install-system-packages.sh
 	touch $(SYS_STAMP)
 
-$(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[nlu]"
+# Dependencies come from the lock files (exact versions, hashes checked), then the project
+# itself without resolving anything again. `make lock` re-resolves them (the upgrade command).
+PIP_LOCKED := $(BIN)/pip install -q --require-hashes --no-deps
+
+$(DEMO_STAMP): pyproject.toml requirements/nlu.lock | $(BIN)/python
+	$(PIP_LOCKED) -r requirements/nlu.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(DEMO_STAMP)
 
-$(TEST_STAMP): pyproject.toml $(SYS_STAMP) | $(BIN)/python
-	$(BIN)/pip install -q -e ".[test]"
+$(TEST_STAMP): pyproject.toml requirements/test.lock requirements/pipecat-models.lock $(SYS_STAMP) | $(BIN)/python
 	# Silero VAD + Smart Turn ONNX files ship in the pipecat-ai wheel; we need only those two
-	# files, not pipecat's ~30 dependencies (see agent/speech/assets.py).
-	$(BIN)/pip install -q --no-deps pipecat-ai==1.14.0
+	# files, not pipecat's ~30 dependencies (see agent/speech/assets.py), hence its own lock.
+	$(PIP_LOCKED) -r requirements/test.lock -r requirements/pipecat-models.lock
+	# torch stays out of the locks: pip takes a CPU-only wheel where the machine keeps one
+	# (its other dependencies are locked above, so this adds torch alone there).
+	$(BIN)/pip install -q "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(TEST_STAMP) $(DEMO_STAMP)
 
 ## Everything (all extras, Debian packages): what the tests and the audio demo need.
@@ -44,6 +53,10 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/bench_bus.py
 	$(BIN)/python bench/bench_nlu.py
 	$(BIN)/python bench/bench_dialogue.py
+
+## Re-resolve every lock file in requirements/ from pyproject.toml (the upgrade command).
+lock:
+	bash scripts/lock.sh
 
 clean:
 	rm -rf $(VENV) .dianxiao

@@ -46,28 +46,37 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
 
 
 class Metrics:
+    """The Prometheus metrics, named per its conventions: counters end in `_total`, durations
+    are in seconds, and a gauge says its unit.  docs/kafka.md lists them for operators."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.events = Counter(
-            "dianxiao_events_total", "events handled", ["stage", "topic"], registry=self.registry
+        self.handled = Counter(
+            "dianxiao_events_handled_total", "events a stage handled", ["stage", "topic"], registry=self.registry
         )
         self.emitted = Counter(
-            "dianxiao_events_emitted_total", "events produced", ["stage", "topic"], registry=self.registry
+            "dianxiao_events_emitted_total", "events a stage produced", ["stage", "topic"], registry=self.registry
         )
-        self.latency = Histogram(
-            "dianxiao_stage_seconds",
+        self.handle_seconds = Histogram(
+            "dianxiao_stage_handle_duration_seconds",
             "time a stage spends handling one event",
             ["stage"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
         self.dead_letters = Counter(
-            "dianxiao_dead_letters_total", "messages sent to dead letters", ["stage"], registry=self.registry
+            "dianxiao_dead_letters_total", "messages a stage sent to dead letters", ["stage"], registry=self.registry
         )
         self.duplicates = Counter(
-            "dianxiao_duplicates_total", "events dropped as already handled", ["stage"], registry=self.registry
+            "dianxiao_duplicates_dropped_total", "events a stage dropped as already handled", ["stage"],
+            registry=self.registry,
         )
-        self.lag = Gauge("dianxiao_consumer_lag", "records not yet committed", ["stage"], registry=self.registry)
+        self.lag = Gauge(
+            "dianxiao_consumer_lag_messages",
+            "records in a partition the stage's consumer group has not committed yet",
+            ["stage", "group", "topic", "partition"],
+            registry=self.registry,
+        )
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)

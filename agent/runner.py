@@ -25,6 +25,12 @@ log = structlog.get_logger("dianxiao.runner")
 
 LAG_EVERY_S = 5.0
 
+# The events that carry a caller turn from stage to stage.  Handling one (or emitting one, as
+# the VAD emits the segment that ends a turn) is logged at INFO: one line per turn and stage
+# for operators.  Everything else (audio frames, partial transcripts, call control) stays at
+# DEBUG, or an audio call would log fifty lines a second.
+TURN_EVENTS = frozenset({"speech.segment", "transcript.final", "nlu.result", "dialogue.state", "bot.reply"})
+
 
 class StageRunner:
     def __init__(
@@ -77,7 +83,8 @@ class StageRunner:
 
     async def _report_lag(self) -> None:
         try:
-            self.metrics.lag.labels(self.stage.name).set(await self.bus.lag(self.group, self.stage.reads))
+            for (topic, partition), lag in (await self.bus.lag_by_partition(self.group, self.stage.reads)).items():
+                self.metrics.lag.labels(self.stage.name, self.group, topic, str(partition)).set(lag)
         except Exception as exc:  # a metric must never take the stage down
             log.debug("lag unavailable", error=str(exc))
 
@@ -130,10 +137,14 @@ class StageRunner:
             return []
         self.handled += 1
         took = time.perf_counter() - started
-        self.metrics.events.labels(self.stage.name, rec.topic).inc()
-        self.metrics.latency.labels(self.stage.name).observe(took)
-        log.debug("event handled", call_id=event.call_id, turn=event.turn, stage=self.stage.name,
-                  event_type=event.type, emitted=len(emits), ms=round(took * 1000, 2))
+        self.metrics.handled.labels(self.stage.name, rec.topic).inc()
+        self.metrics.handle_seconds.labels(self.stage.name).observe(took)
+        if event.type in TURN_EVENTS or any(getattr(e.event, "type", None) in TURN_EVENTS for e in emits):
+            log.info("turn handled", call_id=event.call_id, turn=event.turn, stage=self.stage.name,
+                     event_type=event.type, emitted=len(emits), ms=round(took * 1000, 2))
+        else:
+            log.debug("event handled", call_id=event.call_id, turn=event.turn, stage=self.stage.name,
+                      event_type=event.type, emitted=len(emits), ms=round(took * 1000, 2))
         return [(e.topic, e.event.call_id, ev.encode(e.event)) for e in emits]  # type: ignore[attr-defined]
 
     def _context(self, call_id: str, partition: int) -> CallContext:

@@ -1,11 +1,16 @@
 """One way to configure dianxiao: pydantic-settings (env vars `DIANXIAO_*`, then an optional
 TOML file named by `DIANXIAO_CONFIG` or `./dianxiao.toml`, then defaults).  CLI flags override
-by constructing Settings with explicit values."""
+by constructing Settings with explicit values.
+
+A misspelt name is an error, not a silently ignored line: unknown TOML keys and DIANXIAO_*
+variables that match no setting are rejected with the closest valid name."""
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import Field
@@ -16,14 +21,57 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agent.errors import ConfigError, did_you_mean
+
+ENV_PREFIX = "DIANXIAO_"
+# DIANXIAO_* variables that are read outside Settings, so are not settings themselves.
+_NOT_SETTINGS = {"DIANXIAO_CONFIG", "DIANXIAO_DEBUG"}
+
 
 def _config_file() -> Path:
     # The one place that reads the environment outside pydantic-settings: where the file is.
-    return Path(os.environ.get("DIANXIAO_CONFIG", "dianxiao.toml"))
+    named = os.environ.get("DIANXIAO_CONFIG")
+    if named and not Path(named).is_file():
+        # An explicitly named file that is not there would otherwise be silently skipped.
+        raise ConfigError(f"DIANXIAO_CONFIG names {named}, which is not a file",
+                          hint="point DIANXIAO_CONFIG at your TOML file, or unset it")
+    return Path(named or "dianxiao.toml")
+
+
+class _TomlSource(TomlConfigSettingsSource):
+    """The TOML file, with the two mistakes people make reported by file and line or key."""
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        super().__init__(settings_cls, toml_file=toml_file)
+        fields = settings_cls.model_fields
+        for key in self.toml_data:
+            if key not in fields:
+                raise ConfigError(f"unknown setting {key!r} in {toml_file}{did_you_mean(key, fields)}",
+                                  hint="fix or remove that line (the settings are listed in agent/settings.py)")
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            return super()._read_file(file_path)
+        except tomllib.TOMLDecodeError as exc:  # its message names the line and column
+            raise ConfigError(f"{file_path} is not valid TOML: {exc}",
+                              hint="fix the syntax (strings need quotes, one key = value per line)") from None
+
+
+def _check_env_names(fields: Iterable[str]) -> None:
+    """pydantic-settings only looks up the variables it knows, so DIANXIAO_PLAYBOK would be
+    ignored without a word; reject it instead, naming the closest real one."""
+    valid = {ENV_PREFIX + f.upper() for f in fields}
+    for name in os.environ:
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in valid and upper not in _NOT_SETTINGS:
+            raise ConfigError(f"unknown setting in the environment: {name}{did_you_mean(upper, valid)}",
+                              hint="rename it to the setting you meant, or unset it")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DIANXIAO_", extra="ignore")
+    # extra="forbid": an unknown key from any source (TOML, or a typo in code passing a
+    # keyword) fails instead of being dropped; _TomlSource reports the TOML case first, readably.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     bus: str = Field(
         default="embedded",
@@ -47,7 +95,7 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         default=50, ge=1, description="consumer fetch long-poll; Tansu waits it out on every hop (Kafka does not)"
     )
-    playbook: str = Field(default="cloud_saas", description="playbook name (data/playbooks/NAME.yaml) or path")
+    playbook: str = Field(default="cloud_saas", description="playbook name (agent/data/playbooks/NAME.yaml) or path")
     nlu_model: str | None = Field(default=None, description="directory of a trained NLU model; none = rules")
     llm_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to phrase replies; none = templates"
@@ -129,10 +177,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        _check_env_names(settings_cls.model_fields)
         return (
             init_settings,
             env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=_config_file()),
+            _TomlSource(settings_cls, toml_file=_config_file()),
         )
 
 

@@ -1,7 +1,7 @@
 """NLU latency per utterance (rules, and the trained model when --model is given), model size
 and RAM, as JSON lines:  {"metric": ..., "value": ..., "unit": ..., ...}
 
-    python bench/bench_nlu.py [--model .dianxiao/nlu-model] [--data data/nlu/test.jsonl] [--repeat 3]
+    python bench/bench_nlu.py [--model .dianxiao/nlu-model] [--data agent/data/nlu/test.jsonl] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from agent.resources import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,7 +58,7 @@ def bench(name: str, und, examples, repeat: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--data", type=Path, default=ROOT / "data" / "nlu" / "test.jsonl")
+    ap.add_argument("--data", type=Path, default=DATA_DIR / "nlu" / "test.jsonl")
     ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     from agent.nlu.evaluate import load_examples

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_nlu import _pct  # noqa: E402  (a sibling script: the NLU benchmark's percentile)
+from agent.resources import DATA_DIR
 
 
 def _cpu_p95_ms(model_dir: Path, onnx_file: str, examples) -> float:
@@ -41,8 +42,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True, help="a dir written with --keep-fp32")
     ap.add_argument("--modes", nargs="*", default=sorted(MODES))
-    ap.add_argument("--dev", type=Path, default=ROOT / "data" / "nlu" / "dev.jsonl")
-    ap.add_argument("--test", type=Path, default=ROOT / "data" / "nlu" / "test.jsonl")
+    ap.add_argument("--dev", type=Path, default=DATA_DIR / "nlu" / "dev.jsonl")
+    ap.add_argument("--test", type=Path, default=DATA_DIR / "nlu" / "test.jsonl")
     ap.add_argument("--keep", action="store_true", help="keep the quantised files")
     a = ap.parse_args()
     meta = json.loads((a.model / "meta.json").read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from agent.resources import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def bench_correction_latency() -> None:
     t0 = time.perf_counter()
     corrector = Corrector(build_lexicon())
     emit("asrfix_load", time.perf_counter() - t0, "s")
-    texts = [json.loads(x)["text"] for x in (ROOT / "data" / "nlu" / "test.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts = [json.loads(x)["text"] for x in (DATA_DIR / "nlu" / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     lat = []
     changed = 0
     for t in texts:

@@ -1,4 +1,4 @@
-"""Generate the labelled NLU corpus (data/nlu/{train,dev,test}.jsonl).
+"""Generate the labelled NLU corpus (agent/data/nlu/{train,dev,test}.jsonl).
 
 Each utterance is built from one to three *clauses* (a need with its intent labels and entity
 slots), joined like a caller would, then optionally turned into dialect words, colloquial fillers
@@ -6,7 +6,7 @@ and simulated ASR noise (homophones, lost punctuation).  Two template banks: ban
 and dev, bank B — different templates, phrasings and number styles — writes test, so the test F1
 is not a memory of the training templates.  Two domain packs: cloud (cloud/SaaS) and industrial.
 
-    python -m pipelines.nlu_corpus            # rewrites data/nlu/*.jsonl (seeded, reproducible)
+    python -m pipelines.nlu_corpus            # rewrites agent/data/nlu/*.jsonl (seeded, reproducible)
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from agent.resources import DATA_DIR
 
-OUT = Path(__file__).resolve().parents[1] / "data" / "nlu"
+OUT = DATA_DIR / "nlu"
 
 PRODUCTS = {
     "cloud": {"cloud_server": ["云服务器", "云主机", "ECS"], "cloud_database": ["云数据库", "RDS"],

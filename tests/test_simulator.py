@@ -12,6 +12,7 @@ from agent.dialogue import load_playbook
 from agent.simulator import PERSONAS, make_caller, simulate_call_on_bus
 from agent.simulator.driver import judge_final_states
 from agent.textcall import ReplyWaiter
+from agent.resources import DATA_DIR
 
 
 async def test_every_persona_reaches_its_goal_over_the_real_topics(text_pipeline):
@@ -58,7 +59,7 @@ def test_eval_dialogue_prints_completion_turns_jga_and_failures_with_a_json_last
 
 
 def test_eval_dst_on_the_shipped_scripts(tmp_path):
-    res = _cli("eval", "dst", "--data", "data/dialogue/dst_scripts.jsonl")
+    res = _cli("eval", "dst", "--data", str(DATA_DIR / "dialogue" / "dst_scripts.jsonl"))
     assert res.exit_code == 0, res.output
     last = json.loads(res.output.strip().splitlines()[-1])
     assert last["jga"] >= 0.9 and "product" in last["slot_accuracy"]

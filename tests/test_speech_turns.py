@@ -87,6 +87,46 @@ def test_a_mid_sentence_pause_does_not_cut_the_caller_off(vad_models, clip):
     assert any(isinstance(e.event, ev.SpeechSegment) and not e.event.final for e in out)
 
 
+class _Shifted:
+    """A model whose output is moved by `delta`: what another CPU's kernels, another
+    onnxruntime build or a 32 ms shift of the audio does to a probability, only larger."""
+
+    def __init__(self, inner, delta):
+        self.inner, self.delta = inner, delta
+
+    def probability(self, state, window):
+        return min(1.0, max(0.0, self.inner.probability(state, window) + self.delta))
+
+    def complete_probability(self, pcm16):
+        return min(1.0, max(0.0, self.inner.complete_probability(pcm16) + self.delta))
+
+
+@pytest.mark.parametrize("vad_shift,turn_shift", [(0.03, 0.1), (-0.03, -0.1), (0.03, -0.1), (-0.03, 0.1)])
+def test_turn_decisions_hold_when_the_models_scores_move_a_little(vad_models, vad_shift, turn_shift):
+    """The same caller on another machine: every Silero score moved by 0.03 and every Smart
+    Turn score by 0.1 changes neither where the turn ends nor how many turns there are."""
+    from agent.stages.vad import VadStage
+
+    silero, smart = vad_models
+    params = TurnParams()
+    stage = VadStage(_Shifted(silero, vad_shift), _Shifted(smart, turn_shift))
+    for clip in ("BAC009S0764W0121.wav", "BAC009S0764W0122.wav"):
+        out, _ = run_stage(stage, with_pause(clip))
+        assert len(finals(out)) == 1, clip
+    # ... and a finished sentence still ends at the first pause, not at the silence fallback
+    ctx = CallContext(call_id="c1", state=stage.new_state("c1"))
+    audio = np.concatenate([np.zeros(8000, dtype=np.int16), load_clip("BAC009S0764W0121.wav"),
+                            np.zeros(32000, dtype=np.int16)])
+    for i, payload in enumerate(pcm_to_ulaw_frames(audio, 16000)):
+        got = finals(stage.handle(ev.AudioFrame(call_id="c1", codec="pcmu8k", frame_index=i, payload=payload), ctx))
+        if got:
+            heard_ms = (i + 1) * ev.FRAME_MS
+            assert heard_ms - got[0].end_ms < params.max_silence_ms - params.tail_ms - 200
+            break
+    else:
+        raise AssertionError("the turn never ended")
+
+
 def test_corrupt_and_truncated_frames_are_counted_and_skipped(vad_models):
     from agent.stages.vad import VadStage
 

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from agent.resources import DATA_DIR
 from agent.asrfix import Corrector, build_lexicon
 from agent.nlu.rules import RuleUnderstander
 from pipelines.spoken_eval import SpokenDataError, load_spoken, read_wav_16k, score, transcribe_all
 from pipelines.spoken_synth import Item, choose, read_items, synthesise_set, tts_text
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "spoken" / "spoken.jsonl"
+SAMPLE = DATA_DIR / "spoken" / "spoken.jsonl"
 
 
 class ToneVoice:
@@ -80,7 +81,7 @@ def test_a_voice_that_fails_on_one_sentence_loses_only_that_sentence(tmp_path: P
 
 
 def test_sampling_spreads_over_intent_sets(tmp_path: Path) -> None:
-    items = read_items(REPO / "data" / "nlu" / "test.jsonl")
+    items = read_items(DATA_DIR / "nlu" / "test.jsonl")
     picked = choose(items, 40, seed=0)
     assert len(picked) == 40
     assert len({"|".join(sorted(i.intents)) for i in picked}) >= 30
@@ -90,7 +91,7 @@ def test_sampling_spreads_over_intent_sets(tmp_path: Path) -> None:
 def test_the_committed_sample_is_phone_line_audio_with_labels() -> None:
     items = load_spoken(SAMPLE)
     assert len(items) >= 30
-    total = sum(p.stat().st_size for p in (REPO / "data" / "spoken").rglob("*"))
+    total = sum(p.stat().st_size for p in (DATA_DIR / "spoken").rglob("*"))
     assert total < 5_000_000
     pcm = read_wav_16k(items[0].audio)
     assert pcm.dtype == np.int16 and len(pcm) > 16000 * 0.5
@@ -236,7 +237,7 @@ def test_synth_without_the_voice_says_how_to_install_it(tmp_path: Path) -> None:
 
     for m in _COMMAND_MODULES:
         importlib.import_module(m)
-    res = CliRunner().invoke(app, ["synth", "spoken", "--data", str(REPO / "data" / "nlu" / "test.jsonl"),
+    res = CliRunner().invoke(app, ["synth", "spoken", "--data", str(DATA_DIR / "nlu" / "test.jsonl"),
                                    "--out", str(tmp_path), "-n", "2"])
     assert res.exit_code == 2
     assert "dianxiao[synth]" in res.output

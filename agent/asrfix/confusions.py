@@ -4,7 +4,7 @@ wrote instead (并发 -> 病发, 试用 -> 使用...).  The corrector applies th
 the same guard as the sound-based ones.  Mined from the train split only, so the spoken test
 set measures them honestly.
 
-    python -m agent.asrfix.confusions --transcripts asr_train.jsonl --out data/spoken/confusions.yaml
+    python -m agent.asrfix.confusions --transcripts asr_train.jsonl --out agent/data/spoken/confusions.yaml
 """
 
 from __future__ import annotations

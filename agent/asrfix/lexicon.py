@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 
 from agent.asrfix.pinyin import Syllable, spelled_syllables, text_syllables
+from agent.resources import DATA_DIR
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 _CJK = re.compile(r"^[\u4e00-\u9fff]+$")
 _CJK_RUN = re.compile(r"[\u4e00-\u9fff]{2,}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent.bus.base import Bus, BusError, Consumer, Record, TopicPartition
 from agent.bus.embedded import EmbeddedBus
+from agent.errors import ConfigError
 from agent.settings import Settings
 
 __all__ = ["Bus", "BusError", "Consumer", "Record", "TopicPartition", "EmbeddedBus", "make_bus"]
@@ -31,4 +32,5 @@ def make_bus(settings: Settings) -> Bus:
                 "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
             },
         )
-    raise ValueError(f"unknown bus {url!r}: use 'embedded' or 'kafka://HOST:PORT'")
+    raise ConfigError(f"unknown bus {url!r}",
+                      hint="set --bus / DIANXIAO_BUS to 'embedded' or 'kafka://HOST:PORT[,HOST:PORT]'")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from agent import events as ev
+from agent.errors import OperatorError
 
 TopicPartition = tuple[str, int]
 RebalanceCallback = Callable[[set[TopicPartition]], Awaitable[None]]
@@ -31,8 +32,9 @@ class Record:
     timestamp: float = 0.0
 
 
-class BusError(RuntimeError):
-    """The transport failed (broker gone, log unwritable); the message says how."""
+class BusError(OperatorError, RuntimeError):
+    """The transport failed (broker gone, log unwritable); the message says how, `hint` what
+    to do (the CLI shows both as one line)."""
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -112,9 +114,13 @@ class Bus(ABC):
     async def topic_partitions(self, topic: str) -> list[TopicPartition]:
         return [(topic, p) for p in range(self.partitions)]
 
-    async def lag(self, group: str, topics: Iterable[str]) -> int:
-        total = 0
+    async def lag_by_partition(self, group: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """Records per partition that the group has not committed yet."""
+        out: dict[TopicPartition, int] = {}
         for topic in topics:
             for tp in await self.topic_partitions(topic):
-                total += max(0, await self.end_offset(tp) - await self.committed(group, tp))
-        return total
+                out[tp] = max(0, await self.end_offset(tp) - await self.committed(group, tp))
+        return out
+
+    async def lag(self, group: str, topics: Iterable[str]) -> int:
+        return sum((await self.lag_by_partition(group, topics)).values())

@@ -70,7 +70,8 @@ class EmbeddedBus(Bus):
         try:
             self._db = open_log_db(self.path)
         except sqlite3.Error as exc:
-            raise BusError(f"cannot open the embedded log at {self.path}: {exc}") from exc
+            raise BusError(f"cannot open the embedded log at {self.path}: {exc}",
+                           hint="make --data-dir / DIANXIAO_DATA_DIR a writable directory") from exc
         row = self._db.execute("SELECT value FROM meta WHERE name='partitions'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('partitions', ?)", (str(self.partitions),))

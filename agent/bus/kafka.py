@@ -18,6 +18,8 @@ that talks to the broker is bounded, and an idle consumer probes the cluster now
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
@@ -36,6 +38,8 @@ log = structlog.get_logger("dianxiao.bus.kafka")
 T = TypeVar("T")
 
 _TOPIC_ALREADY_EXISTS = 36
+
+BROKER_HINT = "check that the broker is running and that --bus / DIANXIAO_BUS (kafka://HOST:PORT) points at it"
 
 
 class KafkaBus(Bus):
@@ -92,9 +96,10 @@ class KafkaBus(Bus):
             async with asyncio.timeout(limit):
                 return await aw
         except TimeoutError:
-            raise BusError(f"Kafka at {self.bootstrap}: {what} got no answer within {limit:.0f}s") from None
+            raise BusError(f"Kafka at {self.bootstrap}: {what} got no answer within {limit:.0f}s",
+                           hint=BROKER_HINT) from None
         except KafkaError as exc:
-            raise BusError(f"Kafka at {self.bootstrap}: {what} failed: {type(exc).__name__}: {exc}") from exc
+            raise BusError(f"Kafka at {self.bootstrap}: {what} failed: {_describe(exc)}", hint=BROKER_HINT) from exc
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -102,7 +107,8 @@ class KafkaBus(Bus):
         if self._producer is not None:
             return
         try:
-            await self._connect()
+            with _aiokafka_quiet():
+                await self._connect()
         except BusError:
             await self.close()  # whatever did start must not leak
             raise
@@ -119,7 +125,8 @@ class KafkaBus(Bus):
             if self.idempotent:
                 raise BusError(
                     f"{exc}. If this broker does not support idempotent producers (Tansu's memory "
-                    "engine does not), set kafka_idempotent=false (DIANXIAO_KAFKA_IDEMPOTENT=false)."
+                    "engine does not), set kafka_idempotent=false (DIANXIAO_KAFKA_IDEMPOTENT=false).",
+                    hint="",  # the message already says what to do
                 ) from exc
             raise
         self._producer = producer
@@ -408,7 +415,7 @@ class KafkaConsumer(Consumer):
         try:
             got = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
-            raise BusError(f"Kafka at {self.bus.bootstrap}: fetch failed: {type(exc).__name__}: {exc}") from exc
+            raise BusError(f"Kafka at {self.bus.bootstrap}: fetch failed: {_describe(exc)}", hint=BROKER_HINT) from exc
         records = [self.bus._record(m) for msgs in got.values() for m in msgs]
         if records:
             self._down_since = None
@@ -435,7 +442,8 @@ class KafkaConsumer(Consumer):
             down = now - self._down_since
             log.warning("Kafka broker unreachable", bootstrap=self.bus.bootstrap, for_s=round(down, 1), error=str(exc))
             if down >= limit:
-                raise BusError(f"Kafka at {self.bus.bootstrap} unreachable for {down:.0f}s: {exc}") from exc
+                raise BusError(f"Kafka at {self.bus.bootstrap} unreachable for {down:.0f}s: {exc}",
+                               hint=BROKER_HINT) from exc
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         consumer = self._consumer
@@ -463,6 +471,25 @@ def _topic_errors(resp: Any) -> list[tuple[str, int, str | None]]:
         message = entry[2] if len(entry) > 2 else None
         out.append((name, int(code), message))
     return out
+
+
+def _describe(exc: BaseException) -> str:
+    # aiokafka's messages often start with the class name already ("KafkaConnectionError: …").
+    text, name = str(exc), type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+@contextlib.contextmanager
+def _aiokafka_quiet() -> Any:
+    """While connecting, aiokafka logs its own "Unable connect to …" errors through stdlib
+    logging (stderr, unformatted); the BusError we raise says the same, in one line."""
+    logger = logging.getLogger("aiokafka")
+    before = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 async def _quietly(aw: Awaitable[Any], timeout: float = 5.0) -> None:

@@ -1,11 +1,17 @@
 """`dianxiao` command line.  Each command module registers its commands on the apps in
-agent.cli.app when imported; add a module to _COMMAND_MODULES to add commands."""
+agent.cli.app when imported; add a module to _COMMAND_MODULES to add commands.
+
+Operator errors (agent/errors.py) end the command here, as one line on stderr and exit code 2;
+anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
-from agent.cli.app import app
+from agent.cli.app import app, debug_requested
+from agent.errors import EXIT_CODE, one_line
 
 _COMMAND_MODULES = (
     "agent.cli.core",
@@ -19,6 +25,13 @@ _COMMAND_MODULES = (
 
 
 def main() -> None:
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name)
-    app()
+    try:
+        for name in _COMMAND_MODULES:
+            importlib.import_module(name)
+        app()
+    except Exception as exc:
+        line = one_line(exc)
+        if line is None or debug_requested() or os.environ.get("DIANXIAO_DEBUG", "") not in ("", "0"):
+            raise
+        print(line, file=sys.stderr)
+        sys.exit(EXIT_CODE)

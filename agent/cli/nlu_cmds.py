@@ -72,11 +72,7 @@ def nlu_train_cmd(
 ) -> None:
     """Fine-tune LoRA adapters on the shipped corpus (+ your data) and export ONNX INT8 with
     calibrated thresholds to --out; then run with DIANXIAO_NLU_MODEL=--out.  Needs the train extra."""
-    try:
-        from pipelines.nlu_train import TrainConfig, train_and_export
-    except ImportError as exc:
-        typer.echo(f"error: training needs the train extra (pip install -e '.[train]'): {exc}", err=True)
-        raise typer.Exit(2) from exc
+    from pipelines.nlu_train import TrainConfig, train_and_export  # without the train extra: agent.errors says so
     from agent.nlu.evaluate import DataError
 
     for p in data:

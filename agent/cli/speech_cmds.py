@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import wave
 from pathlib import Path
 from typing import Annotated, Optional
@@ -142,6 +143,8 @@ def eval_asr(
 
     def progress(c) -> None:
         lines.append(clip_line(c))
+        # A line per clip on stderr: a long run shows it is alive, stdout stays the report.
+        print(f"[{len(lines)}/{len(items)}] {Path(c.audio).name}  CER {c.cer:.3f}", file=sys.stderr, flush=True)
         table.add_row(Path(c.audio).name, f"{c.language}/{c.detected_language}", f"{c.duration_s:.1f}",
                       f"{c.cer:.3f}", f"{c.cer_8k:.3f}", "" if c.final_ms is None else f"{c.final_ms:.0f}", c.hyp)
 

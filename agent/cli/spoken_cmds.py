@@ -90,7 +90,7 @@ def eval_spoken_cmd(
     asr_cache: Path | None = typer.Option(None, "--asr-cache",
                                           help="JSON file of earlier decodes (audio bytes + ASR config): rescoring skips Whisper"),
     learned: bool = typer.Option(True, "--learned/--no-learned",
-                                 help="also apply confusions mined from synthetic TRAIN audio (data/spoken/confusions.yaml)"),
+                                 help="also apply confusions mined from synthetic TRAIN audio (agent/data/spoken/confusions.yaml)"),
     nbest: int | None = typer.Option(None, "--nbest", min=1, max=10,
                                      help="Whisper hypotheses rescored by domain terms / understood request "
                                           "(default: settings.asr_nbest; 1 = first hypothesis only)"),

@@ -1,5 +1,5 @@
 """Sales playbooks as data: stages, catalogue (plans, prices, add-ons), rivals, objections,
-compliance rules and reply templates, loaded from YAML (data/playbooks/NAME.yaml or a path).
+compliance rules and reply templates, loaded from YAML (agent/data/playbooks/NAME.yaml or a path).
 
 Catalogue look-ups go through aliases, so the playbook understands whatever normalised id or
 surface word the NLU hands over for a product, feature, system or competitor."""
@@ -14,12 +14,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.dialogue.numbers import numbers_in
+from agent.errors import OperatorError
+from agent.resources import DATA_DIR
 
-PLAYBOOK_DIR = Path(__file__).resolve().parents[2] / "data" / "playbooks"
+PLAYBOOK_DIR = DATA_DIR / "playbooks"
 
 
-class PlaybookError(ValueError):
+class PlaybookError(OperatorError, ValueError):
     """A playbook could not be found or is malformed; the message says which and why."""
+
+    hint = "fix the playbook file"
 
 
 class _Model(BaseModel):
@@ -163,13 +167,15 @@ def _norm(value: Any) -> str:
 
 
 def load_playbook(name_or_path: str | Path = "cloud_saas") -> Playbook:
-    """Load a playbook by name (data/playbooks/NAME.yaml) or by path to a YAML file."""
+    """Load a playbook by name (agent/data/playbooks/NAME.yaml) or by path to a YAML file."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PLAYBOOK_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PLAYBOOK_DIR.glob("*.yaml")))
-        raise PlaybookError(f"playbook {str(name_or_path)!r} not found (known: {known})")
+        raise PlaybookError(f"playbook {str(name_or_path)!r} not found (known: {known})",
+                            hint="set playbook (DIANXIAO_PLAYBOOK, dianxiao.toml or --playbook) "
+                                 "to a known name or a YAML file")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         pb = Playbook.model_validate(raw)

@@ -8,8 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
+from agent.resources import DATA_DIR
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 TAXONOMY_PATH = DATA_DIR / "taxonomy.yaml"
 LEXICON_PATH = DATA_DIR / "nlu" / "lexicon.yaml"
 REWRITES_PATH = DATA_DIR / "nlu" / "rewrites.yaml"

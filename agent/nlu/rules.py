@@ -1,4 +1,4 @@
-"""Rule + lexicon understander: taxonomy cues (data/taxonomy.yaml) over normalised text, plus
+"""Rule + lexicon understander: taxonomy cues (agent/data/taxonomy.yaml) over normalised text, plus
 entity-driven decisions (a feature named -> feature_inquiry, a system -> integration_inquiry…),
 negation, corrections and supplements that inherit the previous need.  The always-available
 fallback behind the trained model."""

@@ -21,13 +21,14 @@ import zipfile
 from pathlib import Path
 
 import structlog
+from agent.resources import DATA_DIR
 
 log = structlog.get_logger("dianxiao.speech.assets")
 
 WHISPER_BASE = "whisper-base-ct2"
 # LoRA adapters trained by pipelines/asr_adapt.py and shipped in the repo (~1 MB each), by the
 # model name that selects them (DIANXIAO_ASR_MODEL); each applies to Whisper base.
-ADAPTERS_DIR = Path(__file__).resolve().parents[2] / "data" / "asr"
+ADAPTERS_DIR = DATA_DIR / "asr"
 SHIPPED_ADAPTERS = {"whisper-base-phone": "whisper-base-phone-lora.npz"}
 PIPECAT_VERSION = "1.14.0"
 SILERO_IN_WHEEL = "pipecat/audio/vad/data/silero_vad.onnx"

