@@ -72,6 +72,34 @@ class CallEnded(Envelope):
     type: Literal["call.ended"] = "call.ended"
     reason: str = "hangup"
     outcome: str | None = None
+    #: the bot reply the call ended on, when the agent ended it (reason "bot_ended")
+    reply_event_id: str | None = None
+
+
+class CallDtmf(Envelope):
+    """The caller pressed a key (RFC 4733 telephone-event on RTP, or a provider's dtmf message)."""
+
+    type: Literal["call.dtmf"] = "call.dtmf"
+    digit: str = Field(pattern=r"^[0-9*#A-D]$")
+    duration_ms: int = Field(default=0, ge=0)
+    source: str = "rtp"  # rtp | twilio | telnyx | mqtt
+
+
+class ReplyPlayed(Envelope):
+    """A connector played a bot reply's last audio frame to the caller (or dropped the rest of
+    it on barge-in): what the agent waits for before it hangs up after a goodbye."""
+
+    type: Literal["call.reply_played"] = "call.reply_played"
+    reply_event_id: str
+    frames: int = Field(default=0, ge=0)
+    interrupted: bool = False
+
+
+class CallerSilent(Envelope):
+    """No caller speech (nor key press) for `silent_ms` while the bot was not speaking."""
+
+    type: Literal["call.silence"] = "call.silence"
+    silent_ms: int = Field(ge=0)
 
 
 class BargeIn(Envelope):
@@ -98,6 +126,15 @@ class AudioFrame(Envelope):
     frame_index: int = Field(default=0, ge=0)
     reply_event_id: str | None = None
     payload: bytes = b""
+
+
+class ReplyAudioEnd(Envelope):
+    """TTS wrote the last frame of a reply (`frames` in all; 0 for a reply with nothing to say).
+    Travels on audio.out after the frames, so a connector knows where the reply ends."""
+
+    type: Literal["audio.reply_end"] = "audio.reply_end"
+    reply_event_id: str
+    frames: int = Field(default=0, ge=0)
 
 
 class SpeechStarted(Envelope):
@@ -150,6 +187,7 @@ class Entity(BaseModel):
     text: str | None = None
     start: int | None = None
     end: int | None = None
+    negated: bool = False  # the caller removes or refuses it (不要异地备份了)
 
 
 class NluResult(Envelope):
@@ -191,8 +229,12 @@ AnyEvent = Annotated[
     Union[
         CallStarted,
         CallEnded,
+        CallDtmf,
+        ReplyPlayed,
+        CallerSilent,
         BargeIn,
         AudioFrame,
+        ReplyAudioEnd,
         SpeechStarted,
         SpeechSegment,
         TranscriptPartial,
@@ -210,8 +252,12 @@ EVENT_TYPES = {
     for cls in (
         CallStarted,
         CallEnded,
+        CallDtmf,
+        ReplyPlayed,
+        CallerSilent,
         BargeIn,
         AudioFrame,
+        ReplyAudioEnd,
         SpeechStarted,
         SpeechSegment,
         TranscriptPartial,

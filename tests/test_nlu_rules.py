@@ -80,10 +80,13 @@ def test_a_supplement_inherits_the_previous_need(nlu):
     assert {"supplement_demand", "integration_inquiry"} <= intents(out)
 
 
-def test_negating_a_feature_is_a_deny_not_a_lost_customer(nlu):
+def test_dropping_a_feature_changes_the_requirement_not_a_lost_customer(nlu):
+    # docs/nlu-labelling.md hard case 5: 不要X了 is feature_inquiry with X negated (it was `deny`
+    # before the guide decided); only an explicit 不是/不对 adds deny
     out = nlu.understand("不要异地备份了")
-    assert "deny" in intents(out) and "not_interested" not in intents(out)
+    assert "feature_inquiry" in intents(out) and not {"deny", "not_interested"} & intents(out)
     assert ("feature", "offsite_backup") in ents(out)
+    assert [e.negated for e in out.entities if e.value == "offsite_backup"] == [True]
 
 
 def test_a_correction_keeps_only_the_new_value(nlu):
@@ -270,7 +273,8 @@ def test_acronyms_spelled_letter_by_letter_are_read_as_the_word(nlu):
     out = nlu.understand("那个 e r p 能对接吗")
     assert intents(out) == {"integration_inquiry"} and ("system", "ERP") in ents(out)
     out = nlu.understand("你们有没有 c r m")  # asks whether we sell one
-    assert intents(out) == {"product_inquiry"} and ("system", "CRM") in ents(out)
+    # a CRM to buy from us is the product crm (docs/nlu-labelling.md hard case 3; was system CRM)
+    assert intents(out) == {"product_inquiry"} and ("product", "crm") in ents(out)
 
 
 @pytest.mark.parametrize("text", ["晓得了 晓得了", "莫得问题", "中 就这么着吧", "收到"])

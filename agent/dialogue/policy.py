@@ -150,13 +150,16 @@ def _task_action(state: DialogueState, pb: Playbook, allow_fallback: bool = True
         return _feature(state, pb, product)
     unknown = state.value("product") is not None and pb.product(state.value("product")) is None
     if unknown and state.slots["product"].turn == state.turn:
-        return Action(name="unknown_product", params={"question": pb.slot_questions.get("product", "")})
+        return _unknown_product(state, pb)
     if task == "product_inquiry":
         if product is None:
             return Action(name="introduce_products", params={"slot": "product", "question": pb.slot_questions.get("product", "")})
         missing = _missing(state, product, pb)
         if missing:
-            return _ask(pb, missing, product)
+            ask = _ask(pb, missing, product)
+            if product.answer and state.slots.get("product") and state.slots["product"].turn == state.turn:
+                ask.params["answer"] = product.answer  # first word about a pack product: say what it is
+            return ask
         return _recommend(state, pb, product)
     if "greeting" in turn and state.turn <= 2:
         return Action(name="opening")
@@ -245,7 +248,8 @@ def _missing(state: DialogueState, product: Product, pb: Playbook | None = None)
 
 def _ask(pb: Playbook, slot: str, product: Product | None = None) -> Action:
     name = "ask_product" if slot == "product" else "ask_slot"
-    params: dict[str, Any] = {"slot": slot, "question": pb.slot_questions.get(slot, f"请问{slot}是多少？")}
+    question = (product.questions.get(slot) if product is not None else None) or pb.slot_questions.get(slot, f"请问{slot}是多少？")
+    params: dict[str, Any] = {"slot": slot, "question": question}
     if product is not None:
         params["product"] = product.id
     return Action(name=name, params=params)
@@ -255,12 +259,18 @@ def _quote_params(state: DialogueState, pb: Playbook, product: Product) -> dict[
     plan = choose_plan(state, pb, product)
     addons = [a for a in (product.addon(f) for f in state.value("features", [])) if a is not None]
     addons = list({a.id: a for a in addons}.values())
-    return {
+    seats = state.value("quantity") if plan.per_seat else None
+    plan_total = plan.total_year(seats)
+    out = {
         "product": product.id,
         "plan": plan.id,
         "addons": [a.id for a in addons],
-        "total": plan.price_year + sum(a.price_year for a in addons),
+        "plan_total": plan_total,
+        "total": plan_total + sum(a.price_year for a in addons),
     }
+    if plan.per_seat:
+        out["seats"] = max(int(seats or 1), 1)  # a seat price is quoted for the caller's head count
+    return out
 
 
 def _quote_or_ask(state: DialogueState, pb: Playbook, product: Product | None, close: bool = False) -> Action:
@@ -314,6 +324,8 @@ def _accept_offer(state: DialogueState, pb: Playbook, product: Product | None) -
         return Action(name="book_demo", params={"product": product.id})
     if offer == "callback":
         return _ask(pb, "callback_time")
+    if offer == "human":
+        return Action(name="handoff_human")
     if offer == "close":
         return _quote_or_ask(state, pb, product, close=True)
     return _quote_or_ask(state, pb, product)  # "quote"
@@ -384,3 +396,36 @@ def _feature(state: DialogueState, pb: Playbook, product: Product | None) -> Act
 
 def _has_task(turn: set[str]) -> bool:
     return bool(turn & {"price_inquiry", "feature_inquiry", "integration_inquiry", "product_inquiry", "purchase_intent", "demo_request"})
+
+
+# Words every product name has; sharing them says nothing about being the same kind of thing.
+_GENERIC = frozenset({"系统", "平台", "软件", "管理", "理系", "服务", "云启", "在线", "智能", "一体", "企业", "方案"})
+
+
+def _bigrams(text: str) -> set[str]:
+    t = str(text).lower().replace(" ", "")
+    return {t[i : i + 2] for i in range(len(t) - 1)} - _GENERIC
+
+
+def nearest_product(pb: Playbook, words: str) -> Product | None:
+    """The catalogue product whose names share the most two-character pieces with what the
+    caller asked for (冷库管理系统 ~ 仓库管理系统: WMS), or None when nothing is shared."""
+    want = _bigrams(words)
+    best, best_score = None, 0
+    for prod in pb.catalogue:
+        score = max((len(want & _bigrams(n)) for n in [prod.name, *prod.aliases]), default=0)
+        if score > best_score:
+            best, best_score = prod, score
+    return best
+
+
+def _unknown_product(state: DialogueState, pb: Playbook) -> Action:
+    """A product we do not offer (an open-vocabulary value): say so, then the nearest thing we
+    do sell, or a human who can say more."""
+    slot = state.slots["product"]
+    words = slot.text or str(slot.value)
+    near = nearest_product(pb, str(slot.value))
+    params: dict[str, Any] = {"unknown": words, "offer": "human"}
+    if near is not None:
+        params.update(product=near.id, nearest=near.name, answer=near.answer)
+    return Action(name="unknown_product", params=params)

@@ -18,6 +18,7 @@ _OFFERS = {
     "quote": "要不要我给您报个详细价格？",
     "close": "您看要不要就定这个？",
     "callback": "",
+    "human": "要不要我请人工顾问跟您联系？",
 }
 
 
@@ -58,6 +59,10 @@ def _values(action: Action, state: DialogueState, pb: Playbook) -> dict[str, Any
     if found is not None:
         plan = found[1]
         v.update(plan_name=plan.name, spec=plan.spec, price=plan.price_year, capacity=plan.capacity)
+        unit = "并发" if product is not None and product.sizing_slot == "concurrency" else ""
+        v["capacity_text"] = f"支持{plan.capacity}{unit}" if unit else (plan.spec or f"最多{plan.capacity}")
+        if plan.per_seat and p.get("seats"):
+            v["seats"] = f"，按{p['seats']}个算（每个一年{plan.price_year}元）"
         if product is not None:
             others = [f"{o.name}{o.capacity}并发" if product.sizing_slot == "concurrency" else f"{o.name}{o.capacity}"
                       for o in product.plans if o.id != plan.id]
@@ -66,7 +71,7 @@ def _values(action: Action, state: DialogueState, pb: Playbook) -> dict[str, Any
         addons = [a for a in (product.addon(x) for x in p["addons"]) if a is not None]
         v["addons_text"] = ("加" + "、".join(a.name for a in addons)) if addons else ""
         v["breakdown"] = (
-            f"，其中{found[1].name if found else ''}{found[1].price_year if found else ''}元、"
+            f"，其中{found[1].name if found else ''}{p.get('plan_total') or (found[1].price_year if found else '')}元、"
             + "、".join(f"{a.name}{a.price_year}元" for a in addons)
             if addons
             else ""
@@ -91,6 +96,9 @@ def _values(action: Action, state: DialogueState, pb: Playbook) -> dict[str, Any
     if action.name == "book_callback":
         slot = state.slots.get("callback_time")
         v["callback_time"] = slot.text if slot is not None and slot.text else _time_words(p.get("callback_time"))
+    if action.name == "unknown_product":
+        near = f"，跟它最接近的是我们的{p['nearest']}。{p.get('answer') or ''}" if p.get("nearest") else ""
+        v["answer"] = f"{p.get('unknown') or '这个'}我们暂时不做{near}".rstrip("。") + "。"
     if action.name == "compare" and p.get("competitor_name"):
         v["answer"] = f"跟{p['competitor_name']}比，{p['answer']}"
     return v
@@ -114,6 +122,8 @@ def allowed_numbers(state: DialogueState, playbook: Playbook, action: Action | N
     from agent.dialogue.numbers import numbers_in
 
     out: set[float] = {float(n) for n in playbook.catalogue_numbers}
+    for value in (state.value("product"), (action.all_params().get("product") if action is not None else None)):
+        out |= {float(n) for n in playbook.product_numbers(value)}  # a pack product being discussed
     for slot in NUMERIC_SLOTS:
         if state.value(slot) is not None:
             out.add(float(state.value(slot)))
@@ -121,8 +131,9 @@ def allowed_numbers(state: DialogueState, playbook: Playbook, action: Action | N
         out |= {float(n) for n in numbers_in(h.text)}
     if action is not None:
         params = action.all_params()
-        if isinstance(params.get("total"), (int, float)):
-            out.add(float(params["total"]))
+        for key in ("total", "plan_total", "seats"):  # a seat price times the caller's seats
+            if isinstance(params.get(key), (int, float)):
+                out.add(float(params[key]))
         out |= {float(n) for n in numbers_in(_time_words(params.get("callback_time")))}
     return out
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from agent.nlu.lexicon import Hit, Lexicon
 from agent.nlu.normalize import Normalized
 from agent.nlu.numbers import NUMBER, parse_number
+from agent.nlu.openvocab import find_open
 
 # Integration context decides whether "金蝶"/"MES" is their existing system or a rival/product.
 INTEGRATION_CUE = re.compile(r"对接|接入|集成|打通|连通|联通|连接|同步|接上|联动|兼容|导入|导出|互通|现有|已有|原有|现在用|在用|接口")
@@ -28,7 +29,7 @@ _APPROX = r"(?:来|多|余|左右|上下)?"
 CONCURRENCY_RES = (
     re.compile(rf"{_N}{_APPROX}\s*(?:个)?(?:人|用户)(?:的)?同时(?:下单|访问|在线|使用|登录|用|操作|打开|抢购|上线)"),
     re.compile(rf"{_N}{_APPROX}[\s,]?(?:个|路)?(?:人|用户|用户量)?(?:的)?(?:同时)?(?:并发|并发量|并发数|qps|tps|同时在线|同时访问|同时使用|同时用|同时登录|在线)"),
-    re.compile(rf"(?:并发|并发量|并发数|同时在线|同时访问|qps|tps)(?:量|数)?(?:要|需要|得|大概|大约|差不多|是|在|达到|能到|到|有|上|支持|能|要求|至少|最少|起码)*(?:个)?{_N}(?!个?(?:年|月|天|季度|台|套))"),
+    re.compile(rf"(?:并发|并发量|并发数|同时在线|同时访问|qps|tps)(?:量|数)?(?:要|需要|得|大概|大约|差不多|是|在|达到|能到|到|有|上|支持|能|要求|至少|最少|起码|最多|最高|峰值|高峰|也就)*(?:个)?{_N}(?!个?(?:年|月|天|季度|台|套))"),
     re.compile(rf"(?:支持|扛住|撑住|扛得住|抗住|顶住|承受)(?:住)?{_N}{_APPROX}(?:个)?(?:人|用户)?(?:同时|并发)"),
 )
 MONEY_UNIT = r"(?:块钱|块|元|圆|rmb|人民币|大洋|米)"
@@ -45,7 +46,7 @@ TERM_RES = (
     re.compile(rf"(?P<n>\d{{1,3}}|[一二两三四五六七八九十半]{{1,3}})(?:个)?(?P<u>年|月)(?!份|底|初|后|以后|之后|前|以前|号|日)"),
 )
 TERM_WORDS = {"包年": 12, "年付": 12, "按年": 12, "包月": 1, "月付": 1, "按月": 1, "包季": 3, "季付": 3, "按季": 3}
-QUANTITY_UNITS = r"(?:台|套|个账号|个账户|个用户|个人用|个人使用|个坐席|个节点|个实例|个门店|个工厂|个车间|个站点|个设备|个license|个授权|个服务器|个子账号|个工位|个终端|个客户端|个分公司|条产线|条生产线|账号|账户|用户|坐席|节点|实例|门店|工厂|车间|站点|终端|license|授权|路摄像头|路视频|人用|人使用|个员工|员工|名员工|号人|人的团队|人团队|人的公司|人公司|个人)"
+QUANTITY_UNITS = r"(?:台|套|个账号|个账户|个用户|个人用|个人使用|个坐席|个节点|个实例|个门店|个工厂|个车间|个站点|个设备|个license|个授权|个服务器|个子账号|个工位|个终端|个客户端|个分公司|个销售|个业务员|个老师|个学生|个学员|个司机|个店|家店|间会议室|个会议室|台电脑|个考生|个员工|条产线|条生产线|账号|账户|用户|坐席|节点|实例|门店|工厂|车间|站点|终端|license|授权|路摄像头|路视频|人用|人使用|个员工|员工|名员工|号人|人的团队|人团队|人的公司|人公司|个人)"
 CPU_RE = re.compile(r"(?:\d{1,3}|[一二两四六八十]{1,2})核(?:心)?(?!酸|心价值)")
 # 十六g after a core count (4核8G) or before 内存 is the memory size
 MEMORY_RE = re.compile(r"(?<=核)(?:的)?(?:\d{1,3}|[一二两四六八十]{1,3})(?:个)?(?:g|gb|g内存)(?![a-z])|(?:\d{1,3}|[一二两四六八十]{1,3})(?:个)?(?:g|gb)(?:的)?(?=内存)")
@@ -97,8 +98,19 @@ def resolve_terms(text: str, hits: list[Hit]) -> list[Found]:
     if integration and comparison and not STRONG_INTEGRATION.search(text):
         integration = False  # 我们现在用的用友 为什么要换: a rival they would leave, not a system to connect
     out: list[Found] = []
+    plain_products = [h for h in hits if {t.kind for t in h.terms} == {"product"}]
     for h in hits:
         kinds = {t.kind: t for t in h.terms}
+        if "product" in kinds and "feature" in kinds and (
+            any(p is not h and not kinds["product"].value.startswith(p.terms[0].value + "_") for p in plain_products)
+            or negated(text, Found("feature", "", h.start, h.end))
+            or re.search(r"(加|加上|再加|还要|带|配|含|要有|支持)$", text[max(0, h.start - 3) : h.start])
+        ):
+            # 云服务加上高防 / 企业邮箱的专业版 / 高防不要了: beside another product (not its own
+            # version: SaaS专业版 is saas_pro), added to or dropped from the one under way, a word
+            # that is both a product and a feature (高防, 专业版) is the feature
+            out.append(Found("feature", kinds["feature"].value, h.start, h.end))
+            continue
         if "product" in kinds and OURS_BEFORE.search(text[max(0, h.start - 6) : h.start]):
             out.append(Found("product", kinds["product"].value, h.start, h.end))  # 你们那个MES: ours
             continue
@@ -109,8 +121,15 @@ def resolve_terms(text: str, hits: list[Hit]) -> list[Found]:
             and re.search(r"plc|dcs|设备|控制器|变频器|仪表|硬件|机器", text)
         ):
             continue  # PLC都是西门子的: the brand of their equipment, not a rival being compared
-        if integration and "system" in kinds and not (comparison and "competitor" in kinds and not integration):
+        # 能接CRM吗 / 连我们的OA: a connecting verb right before the name makes it their system
+        local = bool(re.search(r"(接|连|对接|接入|打通|同步到|导到)(我们|我们的|我们现有的|现有的|到)?$", text[max(0, h.start - 6) : h.start]))
+        if (integration or local) and "system" in kinds and not (comparison and "competitor" in kinds and not integration):
             order = ("system", "product", "competitor", "feature", "region")
+        elif ("system" in kinds and "competitor" in kinds and "product" not in kinds and not comparison
+              and kinds["system"].value != "CRM"):  # a CRM vendor they use is the rival of ours
+            # 金蝶/用友/钉钉/飞书 named with no comparison: the caller's own system (guide, hard
+            # cases 1-2); they are a rival only when compared
+            order = ("system", "competitor", "feature", "region")
         else:
             order = ("product", "competitor", "feature", "region", "system")
         for k in order:
@@ -235,9 +254,14 @@ def extract(norm: Normalized, lexicon: Lexicon, want_later: bool = False, want_t
     cb = _callback_time(text, want_later) if want_time else None
     if cb and not _overlaps(taken, cb.start, cb.end):
         add(cb)
-    for f in resolve_terms(text, lexicon.find(text)):
+    hits = lexicon.find(text)
+    for f in resolve_terms(text, hits):
         if not _overlaps(taken, f.start, f.end):
-            found.append(f)
+            add(f)
+    # what the lexicon does not know, where the phrasing marks a name (想上个X系统, 跟X比); a
+    # known word (西门子 as the brand of their PLC, left out above) is never an unknown name
+    for kind, value, a, b in find_open(text, taken + [(h.start, h.end) for h in hits]):
+        found.append(Found(kind, value, a, b))
     return sorted(found, key=lambda f: (f.start, f.end))
 
 

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
+from agent.packs import PACKS_DIR, load_packs
 from agent.resources import DATA_DIR
 
 TAXONOMY_PATH = DATA_DIR / "taxonomy.yaml"
@@ -98,12 +99,38 @@ def _surface_pattern(surfaces: tuple[str, ...]) -> re.Pattern[str]:
 
 def _add(table: dict[str, list[Term]], surface: str, term: Term) -> None:
     key = str(surface).strip().lower()
-    if key and term not in table.setdefault(key, []):
+    # one reading per (kind, value): lexicon.yaml and a pack may both list 云服务器
+    if key and not any((t.kind, t.value) == (term.kind, term.value) for t in table.setdefault(key, [])):
         table[key].append(term)
 
 
+_CJK_WORD = re.compile(r"[\u4e00-\u9fff]{3,8}")
+
+
+def _add_packs(table: dict[str, list[Term]], packs_dir: Path) -> list[str]:
+    """Surface forms from the domain packs; returns the product names worth pinyin repair
+    (all-CJK, 3+ characters: 云服物器/呼叫中新 are fixed by sound, 2-character words are not)."""
+    targets: list[str] = []
+    for pack in load_packs(packs_dir):
+        for prod in pack.products:
+            for name in [prod.name, *prod.names]:
+                _add(table, name, Term("product", prod.id, pack.domain))
+                if _CJK_WORD.fullmatch(name):
+                    targets.append(name)
+        for fid, feat in pack.features.items():
+            for name in feat.names:
+                _add(table, name, Term("feature", fid, pack.domain))
+        for cid, comp in pack.competitors.items():
+            for name in [comp.name, *comp.names]:
+                _add(table, name, Term("competitor", cid, pack.domain))
+    return targets
+
+
 @lru_cache(maxsize=4)
-def load_lexicon(path: Path = LEXICON_PATH, rewrites_path: Path = REWRITES_PATH) -> Lexicon:
+def load_lexicon(path: Path = LEXICON_PATH, rewrites_path: Path = REWRITES_PATH,
+                 packs_dir: Path | None = PACKS_DIR) -> Lexicon:
+    """lexicon.yaml (cross-domain features, systems, regions, the first two packs' products)
+    merged with every domain pack in `packs_dir` (None: lexicon.yaml alone)."""
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     table: dict[str, list[Term]] = {}
     for pid, spec in (raw.get("products") or {}).items():
@@ -113,10 +140,11 @@ def load_lexicon(path: Path = LEXICON_PATH, rewrites_path: Path = REWRITES_PATH)
         for value, names in (raw.get(section) or {}).items():
             for name in names:
                 _add(table, name, Term(kind, str(value)))
+    pack_targets = _add_packs(table, Path(packs_dir)) if packs_dir is not None else []
     rw = yaml.safe_load(rewrites_path.read_text(encoding="utf-8")) if rewrites_path.exists() else {}
     rewrites = {str(k).lower(): str(v) for k, v in {**(rw.get("dialect") or {}), **(rw.get("asr") or {})}.items()}
     return Lexicon(
         by_surface={k: tuple(v) for k, v in table.items()},
         rewrites=rewrites,
-        pinyin_targets=tuple(rw.get("pinyin_targets") or ()),
+        pinyin_targets=tuple(dict.fromkeys([*(rw.get("pinyin_targets") or ()), *pack_targets])),
     )

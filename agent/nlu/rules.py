@@ -14,13 +14,14 @@ from agent.nlu import NluOutput
 from agent.nlu.entities import INTEGRATION_CUE, Found, extract, negated
 from agent.nlu.lexicon import Lexicon, Taxonomy, load_lexicon, load_taxonomy
 from agent.nlu.normalize import Normalized, Rewriter
+from agent.nlu.openvocab import normalise
 
 VERSION = "rules-3"
 
 # A product named after one of these (or followed by the second) is a product enquiry.
 NEED_BEFORE = re.compile(r"(要|想要|需要|想了解|了解|介绍|看看|看下|看一下|考虑|找|有没有|有|问问|问一下|咨询|推荐|来个|搞个|弄个|整个|配个|上个|用|关于|想问|选|换|上)[一个台套款些点下的你们贵公司]*\S{0,6}$")
 NEED_AFTER = re.compile(r"^(?:这块|这边|的话|方面|[,. ])?(有吗|有没有|有么|怎么样|咋样|好不好|是什么|是啥|介绍|了解|吗|呢|么|适合|合适|哪个好|能做|可以做|靠谱|能讲讲|讲讲|说说)")
-SYSTEM_WANT = re.compile(r"(想搞|想要|想上|想买|想找|找个|找一个|找一套|要个|要一个|要一套|搞个|搞一套|搞一个|上个|上一套|需要个|需要一套|换个|换一套|推荐个|推荐一套)(能打通的|好用的|靠谱的|新的|简单的)?\S{0,2}$")
+SYSTEM_WANT = re.compile(r"(想搞|想要|想上|想买|想找|找个|找一个|找一套|要个|要一个|要一套|搞个|搞一套|搞一个|上个|上一套|需要个|需要一套|换个|换一套|推荐个|推荐一套|做不做|搞不搞|卖不卖|有冇|有没有那种)(能打通的|好用的|靠谱的|新的|简单的)?\S{0,2}$")
 LATE_SUPPLEMENT = re.compile(r"^(还要|还需要|还得|也要|也需要|也得|再来|再加)")
 CONTENT_INTENTS = ("product_inquiry", "feature_inquiry", "integration_inquiry", "price_inquiry", "demo_request")
 FEATURE_CUE = re.compile(r"节点|机房|地域|可用区|配(个|一台|台)|\d+g|并发|配置|性能|功能|参数|规格|内存|硬盘|带宽|cpu|gpu|几核|安全|备份|稳定|扩容|部署|容灾|响应|速度|延迟|存储|兼容")
@@ -65,7 +66,8 @@ class RuleUnderstander:
         d = self.decide(norm, context)
         intents = [Intent(name=n, score=round(s, 3)) for n, s in d.intents.items()] or [Intent(name="other")]
         # concurrency as a feature only drives the intent; its number is the `concurrency` entity
-        entities = [_entity(norm, f) for f in d.entities if not (f.type == "feature" and f.value == "concurrency")]
+        kept = [f for f in d.entities if not (f.type == "feature" and f.value == "concurrency")]
+        entities = [_entity(norm, f, f.type in ("feature", "product", "system") and negated(norm.text, f)) for f in kept]
         return NluOutput(intents=intents, entities=entities, decided_by="rule", version=self.version)
 
     def intent_names(self, text: str, context: Sequence[str] = ()) -> set[str]:
@@ -86,6 +88,12 @@ class RuleUnderstander:
         found = extract(norm, self.lexicon, want_later="callback_request" in intents,
                         want_time=bool({"callback_request", "demo_request"} & set(intents)))
 
+        # "那CRM呢" / "还有OA也要" right after asking to connect the ERP: another system to connect
+        if context and INTEGRATION_CUE.search(self.rewriter(context[-1]).text) and not SYSTEM_WANT.search(text):
+            found = [Found("system", sys_t.value, f.start, f.end)
+                     if f.type == "product" and (sys_t := next((t for t in self.lexicon.by_surface.get(text[f.start:f.end], ())
+                                                              if t.kind == "system"), None)) else f for f in found]
+
         # corrections: "不是1000，是2000并发" keeps only the new value
         for m in list(CORRECTION.finditer(text)) + list(LATE_CORRECTION.finditer(text)):
             found = [f for f in found if not (m.start("old") <= f.start and f.end <= m.end("old"))]
@@ -97,15 +105,20 @@ class RuleUnderstander:
         neg = [f for f in found if f.type in ("feature", "product", "system") and negated(text, f)]
         pos = [f for f in found if f not in neg]
         if neg:
-            intents["deny"] = 1.0
+            # 不要异地备份了 / X就算了 changes a requirement: feature_inquiry with X negated; only
+            # an explicit "no / wrong" (不是, 不对) is also a deny (guide, hard case 5)
+            if re.search(r"不是|不对|错了|说错", text):
+                intents["deny"] = 1.0
+            intents["feature_inquiry"] = 1.0
             intents.pop("not_interested", None)  # 不需要异地备份 declines a feature, not the call
             intents.pop("purchase_intent", None)
 
         kinds = {f.type for f in pos}
+        if "not_interested" in intents and "product" in kinds and re.search(r"还是|换成|改成|先看看|看看", text):
+            intents.pop("not_interested")  # 算了，还是先看看企业邮箱吧: a switch of product, not a no
         named = [f for f in found if f.type in ("product", "system", "competitor")]
         if kinds & {"feature", "concurrency"} or FEATURE_CUE.search(_without(text, neg + named)):
-            if not (neg and not kinds & {"feature", "concurrency"}):
-                intents["feature_inquiry"] = 1.0
+            intents["feature_inquiry"] = 1.0
         systems = [f for f in pos if f.type == "system"]
         if systems:
             wanted = [f for f in systems if SYSTEM_WANT.search(text[max(0, f.start - 10) : f.start])]
@@ -114,6 +127,9 @@ class RuleUnderstander:
                            and re.search(r"(你们|你家)(这边|那边)?(有没有|有)$", text[max(0, f.start - 8) : f.start])]
             if wanted:  # 想搞个CRM: they want one, from us
                 intents["product_inquiry"] = 1.0
+                # a system they want to buy is a product (guide, hard case 3): its words, normalised
+                found = [Found("product", normalise(text[f.start : f.end]), f.start, f.end) if f in wanted else f
+                         for f in found]
             if INTEGRATION_CUE.search(text) or len(wanted) < len(systems):
                 intents["integration_inquiry"] = 1.0
         if "competitor" in kinds:
@@ -218,6 +234,6 @@ def _dedupe(found: list[Found]) -> list[Found]:
     return out
 
 
-def _entity(norm: Normalized, f: Found) -> Entity:
+def _entity(norm: Normalized, f: Found, is_negated: bool = False) -> Entity:
     start, end = norm.orig_span(f.start, f.end)
-    return Entity(type=f.type, value=f.value, text=norm.orig[start:end], start=start, end=end)
+    return Entity(type=f.type, value=f.value, text=norm.orig[start:end], start=start, end=end, negated=is_negated)
