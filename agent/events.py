@@ -225,6 +225,24 @@ class DeadLetter(Envelope):
     raw: str = ""  # the undecodable message, as text (binary payloads hex-encoded, truncated)
 
 
+class CallOutcome(Envelope):
+    """How a call went, kept in the call log beside its events (on call.control).
+
+    kind "call": the call's own outcome, from what the bot did (demo_booked, deal_closed,
+    quote_sent, callback, not_interested, dnc, handoff, hung_up) with the sale stage reached.
+    kind "business": what happened later, joined to the call from the CRM (webhook or CSV):
+    deal_won / deal_lost with the amount and date."""
+
+    type: Literal["call.outcome"] = "call.outcome"
+    kind: Literal["call", "business"] = "call"
+    outcome: str = Field(min_length=1, max_length=64)
+    sale_stage: str | None = None  # the furthest sale stage the call reached (kind "call")
+    amount: float | None = Field(default=None, ge=0)  # deal value in yuan (kind "business")
+    date: str | None = None  # ISO date of the business outcome
+    source: str = "agent"  # agent | simulator | crm_webhook | csv
+    external_id: str | None = None  # the CRM's id for the deal, so a re-sent webhook is recognised
+
+
 AnyEvent = Annotated[
     Union[
         CallStarted,
@@ -243,6 +261,7 @@ AnyEvent = Annotated[
         DialogueStateUpdated,
         BotReply,
         DeadLetter,
+        CallOutcome,
     ],
     Field(discriminator="type"),
 ]
@@ -266,6 +285,7 @@ EVENT_TYPES = {
         DialogueStateUpdated,
         BotReply,
         DeadLetter,
+        CallOutcome,
     )
 }
 

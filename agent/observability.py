@@ -9,7 +9,9 @@ import logging
 import sys
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from agent import health as _health
 
 
 class _CurrentStderr:
@@ -51,6 +53,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # Liveness/readiness of whatever records into these metrics (each StageRunner registers
+        # a probe here), served on the same port as /metrics.
+        self.health = _health.Health()
         self.handled = Counter(
             "dianxiao_events_handled_total", "events a stage handled", ["stage", "topic"], registry=self.registry
         )
@@ -78,5 +83,6 @@ class Metrics:
             registry=self.registry,
         )
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
+    def serve(self, port: int) -> _health._Server:
+        """/metrics, plus /livez and /readyz from the probes the runners registered (agent/health.py)."""
+        return _health.serve(port, self.registry, self.health)

@@ -15,13 +15,17 @@ import structlog
 from agent import topics
 from agent.bus.base import Bus
 from agent.bus.embedded import open_log_db
+from agent.health import Health
 
 log = structlog.get_logger("dianxiao.recorder")
 
 
 class Recorder:
-    def __init__(self, bus: Bus, path: str | Path, group: str = "call-log-recorder") -> None:
+    def __init__(self, bus: Bus, path: str | Path, group: str = "call-log-recorder",
+                 health: Health | None = None) -> None:
         self.bus = bus
+        # /livez and /readyz (agent/health.py) watch the copy loop, as they watch a stage's.
+        self.health = (health or Health()).component("recorder")
         self.path = Path(path)
         self.group = group
         self._stop = asyncio.Event()
@@ -37,8 +41,10 @@ class Recorder:
         consumer = self.bus.consumer(self.group, topics.ALL)
         await consumer.start()
         self.ready.set()
+        self.health.started(consumer.assignment)
         try:
             while not self._stop.is_set():
+                self.health.beat()
                 records = await consumer.getmany(timeout_ms=200, max_records=1000)
                 if not records:
                     continue
@@ -53,6 +59,7 @@ class Recorder:
                     offsets[(r.topic, r.partition)] = max(offsets.get((r.topic, r.partition), 0), r.offset + 1)
                 await consumer.commit(offsets)
         finally:
+            self.health.stopped()
             await consumer.stop()
             db.close()
             log.info("recorder stopped", copied=self.copied)

@@ -1,16 +1,27 @@
-"""The async shell around a Stage: consume, handle, produce, commit.
+"""The async shell around a Stage: consume, handle, produce, snapshot, commit.
 
 Delivery is at-least-once: a batch's offsets are committed only after every output of the
 batch was published.  If the process dies in between, the batch is handled again after the
 restart; outputs get deterministic ids (derived from the causing event), so the next stage
-drops the repeats by event id.  Per-call state is rebuilt on (re)assignment of a partition by
-feeding the already-committed input records back through `handle` and discarding outputs.
+drops the repeats by event id.
+
+State is bounded and cheap to restore.  Every stage's group also reads call.control, so the
+runner sees each call's `call.ended` (whether or not the stage itself cares) and frees the
+call's state a short grace after it (`end_grace_s`: the VAD's last segment of a hang-up is
+still on its way through the ASR then), or once the call was idle for `idle_timeout_s`.  After
+every batch, before its offsets are committed, the runner stores a snapshot of each call the
+batch touched (`Bus.save_snapshots`: a table on the embedded bus, a compacted topic on Kafka);
+a restarted or newly assigned member loads the snapshots of the open calls on its partitions
+and carries on.  Nothing is re-handled on a restart, so no model runs twice; a snapshot taken
+after the last commit is harmless, since the re-delivered events are in its `seen` ids.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
+from typing import Any
 
 
 import structlog
@@ -19,7 +30,8 @@ from agent import events as ev
 from agent import topics
 from agent.bus.base import Bus, Consumer, Record, TopicPartition
 from agent.observability import Metrics
-from agent.stages.base import CallContext, Emit, Stage
+from agent.stages.base import CallContext, Emit, RecentIds, Stage
+from pydantic import BaseModel, ConfigDict
 
 log = structlog.get_logger("dianxiao.runner")
 
@@ -32,7 +44,34 @@ LAG_EVERY_S = 5.0
 TURN_EVENTS = frozenset({"speech.segment", "transcript.final", "nlu.result", "dialogue.state", "bot.reply"})
 
 
+class CallSnapshot(BaseModel):
+    """What a stage's group keeps of one open call: the runner's bookkeeping and the stage's
+    own state (`Stage.dump_state`).  Written after every batch that touched the call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    stage: str
+    call_id: str
+    seq: int
+    turn: int
+    seen: list[str]
+    touched: float  # wall clock of the call's last event
+    ended_at: float | None = None  # wall clock of its call.ended, if seen
+    state: Any = None
+
+
 class StageRunner:
+    #: seconds a call's state is kept after its call.ended, for events still in flight
+    end_grace_s: float = 5.0
+    #: seconds without any event after which a call is considered abandoned and its state freed
+    #: (a connector that died without writing call.ended)
+    idle_timeout_s: float = 900.0
+    #: ended calls remembered, so that a late repeat of one of their events (an upstream stage
+    #: re-handling its last batch after a restart) is dropped instead of starting a fresh state
+    remember_ended: int = 20_000
+    sweep_every_s: float = 1.0
+
     def __init__(
         self,
         stage: Stage,
@@ -41,18 +80,35 @@ class StageRunner:
         metrics: Metrics | None = None,
         member: str | None = None,
         group: str | None = None,
+        end_grace_s: float | None = None,
+        idle_timeout_s: float | None = None,
     ) -> None:
         self.stage = stage
         self.bus = bus
         self.metrics = metrics or Metrics()
         self.group = group or stage.name
         self.member = member
+        if end_grace_s is not None:
+            self.end_grace_s = end_grace_s
+        if idle_timeout_s is not None:
+            self.idle_timeout_s = idle_timeout_s
+        # call.control is read by every stage: its call.ended is when the call's state goes.
+        self.reads: tuple[str, ...] = tuple(dict.fromkeys((*stage.reads, topics.CONTROL)))
         self.contexts: dict[str, CallContext] = {}
         self._call_partition: dict[str, int] = {}
+        self._touched: dict[str, float] = {}
+        self._ended_at: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._next_sweep = 0.0
         self._stopping = asyncio.Event()
         self._consumer: Consumer | None = None
         self.ready = asyncio.Event()
         self.handled = 0
+        # /livez and /readyz (agent/health.py): the stage is built, so its models are loaded.
+        self.health = self.metrics.health.component(stage.name)
+        self.late_dropped = 0
+        self.restored = 0
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -61,29 +117,35 @@ class StageRunner:
         self._stopping.set()
 
     async def run(self) -> None:
-        consumer = self.bus.consumer(self.group, self.stage.reads, member=self.member)
+        consumer = self.bus.consumer(self.group, self.reads, member=self.member)
         consumer.on_assign = self._rebuild
         consumer.on_revoke = self._forget
         self._consumer = consumer
         await consumer.start()
         self.ready.set()
-        log.info("stage started", stage=self.stage.name, group=self.group, reads=list(self.stage.reads))
+        self.health.started(consumer.assignment)
+        log.info("stage started", stage=self.stage.name, group=self.group, reads=list(self.reads))
         next_lag = 0.0
         try:
             while not self._stopping.is_set():
+                self.health.beat()
                 records = await consumer.getmany(timeout_ms=200, max_records=200)
                 if records:
                     await self._process_batch(consumer, records)
+                if time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + self.sweep_every_s
+                    await self._sweep()
                 if time.monotonic() >= next_lag:
                     next_lag = time.monotonic() + LAG_EVERY_S
                     await self._report_lag()
         finally:
+            self.health.stopped()
             await consumer.stop()
             log.info("stage stopped", stage=self.stage.name, handled=self.handled)
 
     async def _report_lag(self) -> None:
         try:
-            for (topic, partition), lag in (await self.bus.lag_by_partition(self.group, self.stage.reads)).items():
+            for (topic, partition), lag in (await self.bus.lag_by_partition(self.group, self.reads)).items():
                 self.metrics.lag.labels(self.stage.name, self.group, topic, str(partition)).set(lag)
         except Exception as exc:  # a metric must never take the stage down
             log.debug("lag unavailable", error=str(exc))
@@ -105,36 +167,46 @@ class StageRunner:
                 for topic, _, _ in outputs:
                     self.metrics.emitted.labels(self.stage.name, topic).inc()
             offsets[(rec.topic, rec.partition)] = rec.offset + 1
+            self.health.beat()  # a long batch of slow records is progress, not a stuck loop
+        # Snapshots before the commit: a restarted member then never has a state older than
+        # its committed offsets (a newer one is fine: its `seen` ids drop the re-delivery).
+        await self._save_dirty()
         await consumer.commit(offsets)
 
-    def _handle_record(self, rec: Record, *, replay: bool = False) -> list[tuple[str, str, bytes]]:
+    def _handle_record(self, rec: Record) -> list[tuple[str, str, bytes]]:
         """Decode and handle one record; returns (topic, key, value) to publish."""
         try:
             event = ev.decode(rec.value)
         except ev.EventError as exc:
-            return [] if replay else [self._dead_letter(rec, str(exc))]
+            return [self._dead_letter(rec, str(exc))]
+        if event.call_id in self._finished:
+            # The call ended and its state is gone: handling this with a fresh state would
+            # produce answers out of context (and ids the next stage no longer remembers).
+            self.late_dropped += 1
+            log.debug("event for a finished call dropped", call_id=event.call_id, stage=self.stage.name,
+                      event_type=event.type)
+            return []
         ctx = self._context(event.call_id, rec.partition)
         if event.event_id in ctx.seen:
-            if not replay:
-                self.metrics.duplicates.labels(self.stage.name).inc()
+            self.metrics.duplicates.labels(self.stage.name).inc()
             return []
         ctx.seen.add(event.event_id)
         ctx.turn = max(ctx.turn, event.turn)
+        now = time.time()
+        self._touched[event.call_id] = now
+        self._dirty.add(event.call_id)
+        if isinstance(event, ev.CallEnded) and event.call_id not in self._ended_at:
+            ctx.ended = True
+            self._ended_at[event.call_id] = now
+        if rec.topic not in self.stage.reads:
+            return []  # call.control read for the call's lifecycle only
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(call_id=event.call_id, turn=event.turn, stage=self.stage.name):
             try:
                 emits: list[Emit] = self.stage.handle(event, ctx)
             except Exception as exc:  # a stage must never die on one bad event
-                if replay:
-                    return []
                 log.exception("handler failed", event_type=event.type, event_id=event.event_id)
                 return [self._dead_letter(rec, f"handler failed: {type(exc).__name__}: {exc}")]
-        if isinstance(event, ev.CallEnded):
-            ctx.ended = True
-            self.contexts.pop(event.call_id, None)
-            self._call_partition.pop(event.call_id, None)
-        if replay:
-            return []
         self.handled += 1
         took = time.perf_counter() - started
         self.metrics.handled.labels(self.stage.name, rec.topic).inc()
@@ -171,31 +243,104 @@ class StageRunner:
         )
         return (topics.DEAD_LETTERS, dl.call_id, ev.encode(dl))
 
-    # --- rebuilding state (event sourcing) ---------------------------------------------
+    # --- bounded state: snapshots, end of call, idle calls -----------------------------
+
+    def _snapshot(self, call_id: str) -> bytes:
+        ctx = self.contexts[call_id]
+        snap = CallSnapshot(
+            stage=self.stage.name, call_id=call_id, seq=ctx.seq, turn=ctx.turn, seen=list(ctx.seen),
+            touched=self._touched.get(call_id, time.time()), ended_at=self._ended_at.get(call_id),
+            state=self.stage.dump_state(ctx.state),
+        )
+        return snap.model_dump_json().encode()
+
+    async def _save_dirty(self) -> None:
+        if not self._dirty:
+            return
+        items: list[tuple[int, str, bytes | None]] = []
+        for call_id in self._dirty:
+            if call_id in self.contexts:
+                items.append((self._call_partition[call_id], call_id, self._snapshot(call_id)))
+        self._dirty.clear()
+        await self.bus.save_snapshots(self.group, items)
+
+    async def _sweep(self) -> None:
+        """Free the state of calls that ended more than `end_grace_s` ago or were idle for
+        `idle_timeout_s`, and delete their snapshots."""
+        now = time.time()
+        gone: list[tuple[int, str, bytes | None]] = []
+        for call_id, at in list(self._ended_at.items()):
+            if now - at >= self.end_grace_s:
+                gone.append((self._call_partition.get(call_id, 0), call_id, None))
+        for call_id, at in list(self._touched.items()):
+            if call_id not in self._ended_at and now - at >= self.idle_timeout_s:
+                log.info("call state expired: no event for a while and no call.ended",
+                         call_id=call_id, stage=self.stage.name, idle_s=round(now - at))
+                gone.append((self._call_partition.get(call_id, 0), call_id, None))
+        if not gone:
+            return
+        # Any snapshot of these calls still to be written would be deleted right after.
+        await self._save_dirty()
+        for _, call_id, _ in gone:
+            self._drop(call_id)
+            self._finished[call_id] = None
+        while len(self._finished) > self.remember_ended:
+            self._finished.popitem(last=False)
+        await self.bus.save_snapshots(self.group, gone)
+
+    def _drop(self, call_id: str) -> None:
+        self.contexts.pop(call_id, None)
+        self._call_partition.pop(call_id, None)
+        self._touched.pop(call_id, None)
+        self._ended_at.pop(call_id, None)
+        self._dirty.discard(call_id)
+
+    # --- restoring state on (re)assignment ---------------------------------------------
 
     async def _rebuild(self, tps: set[TopicPartition]) -> None:
-        records: list[Record] = []
-        for tp in tps:
-            upto = await self.bus.committed(self.group, tp)
-            if upto > 0:
-                records.extend(await self.bus.read_range(tp, 0, upto))
-        # Inputs from several topics interleave by production time, as they did live.
-        records.sort(key=_production_order)
-        for rec in records:
-            self._handle_record(rec, replay=True)
-        if records:
-            log.info("state rebuilt from log", stage=self.stage.name, records=len(records), calls=len(self.contexts))
+        """Load the snapshots of the open calls on the partitions just assigned.  No input is
+        re-handled: the cost is one read of a few rows per open call, whatever the history."""
+        now = time.time()
+        parts = {p for _, p in tps}
+        found = await self.bus.load_snapshots(self.group, parts, since=now - self.idle_timeout_s)
+        stale: list[tuple[int, str, bytes | None]] = []
+        restored = 0
+        for call_id, (part, raw) in found.items():
+            if call_id in self.contexts:
+                continue
+            try:
+                snap = CallSnapshot.model_validate_json(raw)
+                state = self.stage.load_state(call_id, snap.state)
+            except Exception as exc:  # a bad snapshot costs that call its context, not the stage
+                log.warning("snapshot unreadable; the call starts with a fresh state", call_id=call_id,
+                            stage=self.stage.name, error=str(exc)[:300])
+                continue
+            if snap.ended_at is not None and now - snap.ended_at >= self.end_grace_s:
+                self._finished[call_id] = None
+                stale.append((part, call_id, None))
+                continue
+            if now - snap.touched >= self.idle_timeout_s:
+                stale.append((part, call_id, None))
+                continue
+            self.contexts[call_id] = CallContext(call_id=call_id, state=state, seq=snap.seq, turn=snap.turn,
+                                                 seen=RecentIds(snap.seen), ended=snap.ended_at is not None)
+            self._call_partition[call_id] = part
+            self._touched[call_id] = snap.touched
+            if snap.ended_at is not None:
+                self._ended_at[call_id] = snap.ended_at
+            restored += 1
+        if stale:
+            await self.bus.save_snapshots(self.group, stale)
+        self.restored += restored
+        if found:
+            log.info("state restored from snapshots", stage=self.stage.name, calls=restored, dropped=len(stale),
+                     partitions=sorted(parts))
 
     async def _forget(self, tps: set[TopicPartition]) -> None:
         gone = {p for _, p in tps}
         for call_id, part in list(self._call_partition.items()):
             if part in gone:
-                self.contexts.pop(call_id, None)
-                del self._call_partition[call_id]
-
-
-def _production_order(rec: Record) -> tuple[float, str, int]:
-    return (rec.timestamp, rec.topic, rec.offset)
+                self._drop(call_id)
 
 
 async def run_stages(runners: list[StageRunner]) -> None:

@@ -17,7 +17,7 @@ compile() {  # compile OUT [uv args...]
 }
 mkdir -p requirements
 compile core pyproject.toml
-for extra in nlu speech train telephony console spoken synth test; do
+for extra in nlu speech train telephony console spoken synth deploy test; do
   compile "$extra" pyproject.toml --extra "$extra"
 done
 # Silero VAD + Smart Turn ONNX files ship inside the pipecat-ai wheel: only that wheel, not its

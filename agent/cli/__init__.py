@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "agent.cli.dialogue_cmds",
     "agent.cli.spoken_cmds",
     "agent.cli.telephony_cmds",
+    "agent.cli.learn_cmds",
 )
 
 

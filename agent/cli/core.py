@@ -55,14 +55,19 @@ async def _run_runners(settings: Settings, names: list[str], member: str | None 
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
     runners = [StageRunner(build_stage(n, settings), bus, metrics=metrics, member=member) for n in names]
+    from agent.testing import silence_watch_for
+
+    watch = silence_watch_for(bus, settings, names)
 
     def stop() -> None:
         for r in runners:
             r.stop()
+        if watch is not None:
+            watch.stop()
 
     _install_signal_handlers(stop)
     try:
-        await asyncio.gather(*(r.run() for r in runners))
+        await asyncio.gather(*(r.run() for r in runners), *([watch.run()] if watch else []))
     finally:
         await bus.close()
 
@@ -88,7 +93,7 @@ def run(
     bus: BusOpt = None,
     data_dir: DataDirOpt = None,
     stages: Annotated[
-        Optional[str], typer.Option(help="comma-separated stages (default: the text pipeline nlu,dst,policy)")
+        Optional[str], typer.Option(help="comma-separated stages (default: the text pipeline nlu,dst,policy,hangup,dtmf)")
     ] = None,
 ) -> None:
     """Run all stages in one process (embedded bus by default) until SIGTERM/SIGINT."""
@@ -113,7 +118,10 @@ def record(
     async def go() -> None:
         b = make_bus(settings)
         await b.start()
-        rec = Recorder(b, log or settings.data_dir / "calls.sqlite")
+        metrics = Metrics()  # its port also serves the recorder's /livez and /readyz
+        if settings.metrics_port:
+            metrics.serve(settings.metrics_port)
+        rec = Recorder(b, log or settings.data_dir / "calls.sqlite", health=metrics.health)
         _install_signal_handlers(rec.stop)
         try:
             await rec.run()
@@ -146,6 +154,10 @@ def call(
         for said, reply in zip(turns, result.replies):
             console.print(f"[bold]caller[/bold] {said}")
             console.print(f"[bold]bot[/bold]    {reply.text}  [dim]({reply.action})[/dim]")
+        if result.agent_ended is not None:
+            console.print(f"[dim]the agent ended the call ({result.agent_ended.reason})[/dim]")
+        elif result.ended_by_bot:
+            console.print("[yellow]the bot said goodbye but no call.ended came: is the hangup stage running?[/yellow]")
         console.print(f"call id: {result.call_id}")
 
     try:
@@ -329,9 +341,13 @@ def calls_import(
     """Import exported calls; bad lines are reported by number and the rest imported."""
     settings = _settings(None, data_dir)
     cl = CallLog(log or settings.log_path)
-    with src.open(encoding="utf-8") as fh:
+    with src.open("rb") as fh:  # binary: a non-UTF-8 line is reported, not fatal to the rest
         report = cl.import_jsonl(fh, partitions=settings.partitions)
     cl.close()
+    if not report.lines:
+        from agent.jsonl import EmptyInput
+
+        raise EmptyInput(f"{src}: nothing to import (the file is empty)")
     for number, reason in report.errors:
         print(f"{src}:{number}: {reason}", file=sys.stderr)
     print(f"imported {report.imported} events, skipped {report.skipped} already present, {len(report.errors)} bad lines")

@@ -79,6 +79,13 @@ async def _until_stopped() -> None:
 
 
 async def _serve(settings: Settings, pipeline: str, make_connector: Any) -> None:
+    from agent.health import heartbeat
+    from agent.observability import Metrics
+
+    metrics = Metrics()  # its port serves the connector's /livez and /readyz (agent/health.py)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    probe = metrics.health.component("connector")
     bus = make_bus(settings)
     await bus.start()
     try:
@@ -87,7 +94,11 @@ async def _serve(settings: Settings, pipeline: str, make_connector: Any) -> None
             if stages:
                 await stack.enter_async_context(running_pipeline(bus, settings, stages))
             await stack.enter_async_context(make_connector(bus))
+            probe.started()  # serving: the connector is listening and its bus is up
+            beating = asyncio.create_task(heartbeat(probe))
             await _until_stopped()
+            probe.stopped()
+            beating.cancel()
     finally:
         await bus.close()
 
@@ -196,7 +207,7 @@ def _progress_table(name: str, p: Any) -> Table:
 
 @campaign_app.command("run")
 def campaign_run(
-    leads_csv: Annotated[Path, typer.Argument(help="CSV: phone,name,product_interest,timezone", exists=True)],
+    leads_csv: Annotated[Optional[Path], typer.Argument(help="CSV: phone,name,product_interest,timezone", exists=True)] = None,
     max_concurrent: Annotated[int, typer.Option(min=1, help="calls up at once")] = 20,
     name: Annotated[Optional[str], typer.Option(help="campaign name (default: the CSV's name)")] = None,
     hours: Annotated[str, typer.Option(help="calling window in each lead's local time")] = "09:00-20:00",
@@ -209,8 +220,23 @@ def campaign_run(
     pipeline: PipelineOpt = "audio",
     bus: BusOpt = None,
     data_dir: DataDirOpt = None,
+    arms: Annotated[Optional[str], typer.Option(help="A/B: playbook versions, e.g. cloud_saas@1,cloud_saas@2 (leads split by a hash of the lead id)")] = None,
+    split: Annotated[Optional[str], typer.Option(help="A/B shares per arm, e.g. 50/50 (default equal)")] = None,
+    customers: Annotated[Optional[int], typer.Option(help="with --arms: this many simulated stochastic customers (docs/learning.md)")] = None,
+    seed: Annotated[int, typer.Option(help="simulated customers' seed (another seed: other, held-out customers)")] = 1,
+    explore: Annotated[bool, typer.Option(help="with --arms: a random move per objection in each call (data to learn from)")] = False,
+    log: Annotated[Optional[Path], typer.Option(help="with --arms: call log to write (default NAME.sqlite)")] = None,
+    crm_out: Annotated[Optional[Path], typer.Option(help="with --arms: write the simulated CRM's deal outcomes here (CSV)")] = None,
+    playbooks: Annotated[Optional[Path], typer.Option("--playbooks", help="playbook version store (default DATA_DIR/playbooks)")] = None,
 ) -> None:
     """Dial a list of leads, live progress on screen, one outcome per lead (CSV + CRM webhook)."""
+    if arms is not None or customers is not None:
+        from agent.cli.learn_cmds import run_arms
+
+        run_arms(arms or "cloud_saas", split, customers, seed, explore, name or "campaign", log, crm_out, playbooks)
+        return
+    if leads_csv is None:
+        raise typer.BadParameter("name the leads CSV (or use --arms … --customers N for a simulated A/B campaign)")
     from connectors.campaign.crm import CrmWebhook, OutcomeCsv
     from connectors.campaign.leads import read_leads
     from connectors.campaign.policy import CallingHours, DoNotCallList, RetryPolicy
@@ -224,7 +250,14 @@ def campaign_run(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     for row in bad:
-        console.print(f"[yellow]{leads_csv}:{row.line}: skipped: {row.reason}[/yellow]")
+        console.print(f"{leads_csv}:{row.line}: skipped: {row.reason}", style="yellow", markup=False)
+    if not leads:
+        from agent.jsonl import EmptyInput
+
+        raise EmptyInput(f"{leads_csv}: no lead to dial" + (f" (all {len(bad)} rows are bad)" if bad else ""))
+    do_not_call = DoNotCallList.load(dnc)
+    for line, reason in do_not_call.bad:
+        console.print(f"{dnc}:{line}: not on the do-not-call list: {reason}", style="yellow", markup=False)
     name = name or leads_csv.stem
     out = out or leads_csv.with_name(f"{name}-outcomes.csv")
     config = CampaignConfig(name=name, max_concurrent=max_concurrent, hours=window, dnc_path=dnc,
@@ -266,7 +299,7 @@ def campaign_run(
                     clock = None
                 delivery = asyncio.create_task(webhook.run(stop)) if webhook else None
                 with Live(_progress_table(name, _blank(len(leads))), console=console, refresh_per_second=4) as live:
-                    runner = CampaignRunner(leads, dialer, config, dnc=DoNotCallList.load(dnc), csv_out=csv_out,
+                    runner = CampaignRunner(leads, dialer, config, dnc=do_not_call, csv_out=csv_out,
                                             webhook=webhook, clock=clock,
                                             on_progress=lambda p: live.update(_progress_table(name, p)))
                     records = await runner.run()

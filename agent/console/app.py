@@ -29,6 +29,7 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agent import topics
 from agent.calllog import CallLog
 from agent.console import audio, charts
 from agent.console.callview import build_call_view
@@ -36,6 +37,7 @@ from agent.console.index import CallFilter, CallIndex
 from agent.console.privacy import mask_caller, mask_text
 from agent.console.store import ROLES, ConsoleStore, Session, StoreError, User
 from agent.labels import FLAGS, EntityLabel, LabelStore, TurnLabel, export_asr, nlu_lines
+from agent.outcomes import outcomes_of
 from agent.settings import Settings
 
 log = structlog.get_logger("console")
@@ -223,6 +225,8 @@ def create_app(console: Console) -> FastAPI:
             stage_bar=charts.stage_bar,
             stage_color=charts.stage_color,
             audit=console.store.audit_log(20, call_id) if user.can("admin") else [],
+            # the call's own outcome and the CRM's deal outcomes joined to it (agent/outcomes.py)
+            outcomes=outcomes_of(console.log.events(call_id, only=(topics.CONTROL,))),
             stages=("nlu", "dst", "policy"),
             settings=console.settings,
         )

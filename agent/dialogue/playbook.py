@@ -100,6 +100,15 @@ class Objection(_Model):
     answer: str
 
 
+class Move(_Model):
+    """What the bot answers in a situation the playbook names (learned, then accepted by a sales
+    manager with `dianxiao learn accept`): the act, whose words are `templates[act]`, and what
+    the reply offers (a caller's "好的" then accepts it: demo -> book_demo, callback -> a time)."""
+
+    act: str
+    offer: str | None = None
+
+
 class Compliance(_Model):
     identify_as_ai: bool = True
     honour_do_not_call: bool = True
@@ -120,6 +129,9 @@ class Playbook(_Model):
     compliance: Compliance = Compliance()
     slot_questions: dict[str, str] = Field(default_factory=dict)
     templates: dict[str, str]
+    #: situation ("objection.price", or "objection.price/saas" for one product) -> the move to
+    #: answer it with; a situation not listed keeps the policy's built-in answer
+    moves: dict[str, Move] = Field(default_factory=dict)
     #: domain packs whose products/rivals are added behind the playbook's own ("*": every pack)
     packs: list[str] = Field(default_factory=lambda: ["*"])
     #: filled by `load_playbook` from the packs, never written in a playbook file
@@ -265,3 +277,6 @@ def _check(pb: Playbook, path: Path) -> None:
     missing = {"opening", "quote", "exit_do_not_call", "identify_ai", "fallback"} - set(pb.templates)
     if missing:
         raise PlaybookError(f"{path}: templates missing {sorted(missing)}")
+    for situation, move in pb.moves.items():
+        if move.act not in pb.templates:
+            raise PlaybookError(f"{path}: move for {situation} says act {move.act!r}, which has no template")

@@ -57,7 +57,7 @@ class Action(BaseModel):
     def stage(self) -> str | None:
         """The sale stage this action moves to (None: a digression answer leaves it as it was)."""
         last = self.then or self
-        return STAGE_OF.get(last.name)
+        return STAGE_OF.get(last.name) or last.params.get("stage")  # a playbook move names its stage
 
     def all_params(self) -> dict[str, Any]:
         return {**self.params, **(self.then.all_params() if self.then else {})}
@@ -82,7 +82,27 @@ def decide(state: DialogueState, playbook: Playbook) -> Action:
     if state.has("ask_if_robot") and playbook.compliance.identify_as_ai:
         rest = _task_action(state, playbook, allow_fallback=False)
         return Action(name="identify_ai", then=_safety_net(rest, state, playbook) if rest else _resume(state, playbook))
+    move = playbook_move(state, playbook)
+    if move is not None:
+        return move
     return _safety_net(_task_action(state, playbook), state, playbook)
+
+
+def playbook_move(state: DialogueState, pb: Playbook) -> Action | None:
+    """The move the playbook names for the objection the caller raised this turn (`moves`,
+    learned from calls and accepted by a manager), or None: the built-in answer.  A move whose
+    act is a built-in action name is the built-in answer itself."""
+    if state.turn_objection is None or not pb.moves:
+        return None
+    product = _product(state, pb)
+    key = f"objection.{state.turn_objection}"
+    move = (pb.moves.get(f"{key}/{product.id}") if product is not None else None) or pb.moves.get(key)
+    if move is None or move.act in STAGE_OF:
+        return None
+    params: dict[str, Any] = {"objection": state.turn_objection, "stage": "objection_handling", "offer": move.offer}
+    if product is not None:
+        params["product"] = product.id
+    return Action(name=move.act, params=params)
 
 
 def _hard_rules(state: DialogueState, pb: Playbook) -> Action | None:
@@ -93,7 +113,8 @@ def _hard_rules(state: DialogueState, pb: Playbook) -> Action | None:
     if state.has("not_interested") and not any(state.has(i) for i in ("callback_request", "demo_request", "purchase_intent")):
         # one objection is worth answering once ("超预算了，算了吧"); a plain no ends the call
         handled = {"price": "price_objection", "competitor": "compare"}.get(state.turn_objection or "", "objection")
-        if state.turn_objection is None or handled in state.actions_done:
+        moved = [m.act for k, m in pb.moves.items() if k.split("/")[0] == f"objection.{state.turn_objection}"]
+        if state.turn_objection is None or handled in state.actions_done or any(a in state.actions_done for a in moved):
             return Action(name="exit_polite")
     if state.turn >= pb.max_turns:
         return Action(name="wrap_up")
