@@ -134,15 +134,25 @@ class CallLog:
                 n += 1
         return n
 
-    def import_jsonl(self, lines: Iterable[str], partitions: int | None = None) -> "ImportReport":
-        """Append exported events; each bad line is reported by number and the rest imported.
-        An event already in the log (same event id) is skipped, so importing twice is harmless."""
+    def import_jsonl(self, lines: Iterable[str | bytes], partitions: int | None = None) -> "ImportReport":
+        """Append exported events; each bad line (not UTF-8, not JSON, not an event) is reported
+        by number and the rest imported.  Give it the file opened in binary: lines are decoded
+        one by one, so a stray non-UTF-8 byte costs its own line only.  An event already in the
+        log (same event id) is skipped, so importing twice is harmless."""
+        from agent.jsonl import BadLine, decode_lines
+
         report = ImportReport()
         parts = partitions or self._partitions()
         known = self._event_ids()
-        for number, line in enumerate(lines, start=1):
+        undecodable: list[BadLine] = []
+        for number, line in decode_lines(lines, undecodable):
+            if undecodable and undecodable[-1].number == number:
+                report.lines += 1
+                report.errors.append((number, undecodable[-1].reason))
+                continue
             if not line.strip():
                 continue
+            report.lines += 1
             try:
                 obj = json.loads(line)
                 topic = obj["topic"]
@@ -187,6 +197,7 @@ class CallLog:
 
 @dataclass
 class ImportReport:
+    lines: int = 0  # non-blank lines read
     imported: int = 0
     skipped: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)

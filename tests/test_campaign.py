@@ -39,12 +39,12 @@ not-a-number,坏数据,,Asia/Shanghai
 """
 
 SCRIPTS = {
-    "13800000001": ["云服务器多少钱", "好的，可以安排演示"],  # interested
-    "13800000002": ["现在没空，明天下午三点再打给我吧"],  # callback
-    "13800000003": ["你好", "不需要，谢谢"],  # rejected
-    "13800000005": ["你好", "不要再给我打电话了"],  # asks never to be called again
-    "13800000006": ["云服务器多少钱", "好的，可以安排演示"],  # in New York: waits for 09:00 there
-    "13800000008": ["云服务器多少钱", "好的，可以安排演示"],
+    "+8613800000001": ["云服务器多少钱", "好的，可以安排演示"],  # interested
+    "+8613800000002": ["现在没空，明天下午三点再打给我吧"],  # callback
+    "+8613800000003": ["你好", "不需要，谢谢"],  # rejected
+    "+8613800000005": ["你好", "不要再给我打电话了"],  # asks never to be called again
+    "+8613800000006": ["云服务器多少钱", "好的，可以安排演示"],  # in New York: waits for 09:00 there
+    "+8613800000008": ["云服务器多少钱", "好的，可以安排演示"],
 }
 
 
@@ -52,11 +52,11 @@ def test_a_dial_list_with_bad_rows_keeps_the_good_ones(tmp_path):
     path = tmp_path / "leads.csv"
     path.write_text(LEADS, encoding="utf-8")
     leads, bad = read_leads(path)
-    assert [lead.phone for lead in leads][:4] == ["13800000001", "13800000002", "13800000003", "+8613800000004"]
+    assert [lead.phone for lead in leads][:4] == ["+8613800000001", "+8613800000002", "+8613800000003", "+8613800000004"]
     assert len(leads) == 8
     assert [(b.line, b.reason) for b in bad] == [
         (10, "phone: not a phone number: 'not-a-number'"), (11, "timezone: unknown time zone 'Mars/Olympus'"),
-        (12, "duplicate of an earlier lead: 13800000001")]
+        (12, "duplicate of an earlier lead: +8613800000001")]
 
 
 def test_calling_hours_follow_the_leads_own_clock():
@@ -91,7 +91,7 @@ async def test_a_campaign_works_the_list_within_every_rule(text_pipeline, tmp_pa
 
     def customer(lead, attempt):
         dialled.setdefault(lead.phone, []).append((attempt, clock.now()))
-        if lead.phone == "13800000007":
+        if lead.phone == "+8613800000007":
             return "busy" if attempt == 1 else ["现在没空，明天下午三点再打给我吧"]
         if lead.phone == "+8613800000004":
             raise AssertionError("a do-not-call number was dialled")
@@ -109,22 +109,22 @@ async def test_a_campaign_works_the_list_within_every_rule(text_pipeline, tmp_pa
     by_phone = {r.phone: r for r in records}
     assert len(records) == len(leads) == 8  # one outcome per lead, no more, no less
     assert {p: r.outcome for p, r in by_phone.items()} == {
-        "13800000001": "interested", "13800000002": "callback_booked", "13800000003": "rejected",
-        "+8613800000004": "do_not_call", "13800000005": "rejected", "13800000006": "interested",
-        "13800000007": "callback_booked", "13800000008": "interested",
+        "+8613800000001": "interested", "+8613800000002": "callback_booked", "+8613800000003": "rejected",
+        "+8613800000004": "do_not_call", "+8613800000005": "rejected", "+8613800000006": "interested",
+        "+8613800000007": "callback_booked", "+8613800000008": "interested",
     }
     assert runner.max_in_flight == 3
     # busy once, then reached on the retry; the New York lead was called at 09:00 its time
-    assert [a for a, _ in dialled["13800000007"]] == [1, 2] and by_phone["13800000007"].attempts == 2
-    assert dialled["13800000006"][0][1] >= datetime(2026, 11, 27, 14, 0, tzinfo=timezone.utc)
+    assert [a for a, _ in dialled["+8613800000007"]] == [1, 2] and by_phone["+8613800000007"].attempts == 2
+    assert dialled["+8613800000006"][0][1] >= datetime(2026, 11, 27, 14, 0, tzinfo=timezone.utc)
     assert "+8613800000004" not in dialled
     # the customer who said "never call again" is on the list now, for every later campaign
-    assert "13800000005" in DoNotCallList.load(dnc_path)
+    assert "+8613800000005" in DoNotCallList.load(dnc_path)
     rows = list(csv.DictReader((tmp_path / "outcomes.csv").open(encoding="utf-8")))
     assert sorted(r["phone"] for r in rows) == sorted(by_phone)
     assert all(r["campaign"] == "双十一回访" for r in rows)
     started = [e for e in log_events(bus, topics.CONTROL) if isinstance(e, ev.CallStarted)]
-    assert {e.caller for e in started} == set(SCRIPTS) | {"13800000007"}
+    assert {e.caller for e in started} == set(SCRIPTS) | {"+8613800000007"}
     assert all(e.campaign == "双十一回访" and e.direction == "outbound" for e in started)
 
 

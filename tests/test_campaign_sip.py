@@ -86,7 +86,7 @@ async def test_a_campaign_dials_its_leads_over_sip(embedded_bus, tmp_path):
             proc.kill()
         proc.wait()
     assert sorted((r.phone, r.outcome, r.attempts) for r in records) == [
-        ("13800000001", "reached", 1), ("13800000002", "reached", 1)]
+        ("+8613800000001", "reached", 1), ("+8613800000002", "reached", 1)]
     assert all(r.call_id and r.call_id.startswith("sip-") for r in records)
     assert runner.max_in_flight == 2
     started = [e for e in log_events(embedded_bus, topics.CONTROL) if isinstance(e, ev.CallStarted)]

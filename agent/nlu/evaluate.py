@@ -49,26 +49,39 @@ def parse_example(obj: Any, where: str = "") -> Example:
     return Example(obj["text"], tuple(str(i).strip() for i in intents), tuple(ents), tuple(str(c) for c in ctx))
 
 
-def load_examples(path: Path) -> list[Example]:
-    """JSONL (one object a line) or CSV with columns text,intents(|-separated),entities(JSON),context(JSON)."""
-    out = []
+def load_examples(path: Path, bad: list[Any] | None = None) -> list[Example]:
+    """JSONL (one object a line) or CSV with columns text,intents(|-separated),entities(JSON),context(JSON).
+    A bad line (not UTF-8, not JSON, not an example) is reported on stderr by number, added to
+    `bad` and skipped; a file with no usable line is a DataError."""
+    from agent.jsonl import BadLine, decode_lines, finish
+
+    out: list[Example] = []
+    bad = [] if bad is None else bad
     if path.suffix.lower() == ".csv":
         import csv
 
-        with path.open(encoding="utf-8", newline="") as f:
-            for i, row in enumerate(csv.DictReader(f), start=2):
+        with path.open("rb") as f:
+            reader = csv.DictReader(line for _, line in decode_lines(f, bad, str(path)))
+            for row in reader:
+                i = reader.line_num
                 obj: dict[str, Any] = {"text": row.get("text", ""), "intents": row.get("intents", "")}
-                for key in ("entities", "context"):
-                    if row.get(key):
-                        try:
-                            obj[key] = json.loads(row[key])
-                        except json.JSONDecodeError as exc:
-                            raise DataError(f"{path}:{i}: column {key} is not JSON: {exc}") from exc
-                out.append(parse_example(obj, f"{path}:{i}"))
-        return out
-    for i, obj in read_jsonl(path, DataError):
-        out.append(parse_example(obj, f"{path}:{i}"))
-    return out
+                try:
+                    for key in ("entities", "context"):
+                        if row.get(key):
+                            try:
+                                obj[key] = json.loads(row[key])
+                            except json.JSONDecodeError as exc:
+                                raise DataError(f"{path}:{i}: column {key} is not JSON: {exc}") from exc
+                    out.append(parse_example(obj, f"{path}:{i}"))
+                except DataError as exc:
+                    bad.append(BadLine(i, str(exc).removeprefix(f"{path}:{i}: ")))
+        return finish(path, out, bad, "examples", DataError)
+    for i, obj in read_jsonl(path, DataError, bad=bad):
+        try:
+            out.append(parse_example(obj, f"{path}:{i}"))
+        except DataError as exc:
+            bad.append(BadLine(i, str(exc).removeprefix(f"{path}:{i}: ")))
+    return finish(path, out, bad, "examples", DataError)
 
 
 def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from agent import events as ev
-from agent.jsonl import read_jsonl
+from agent.jsonl import BadLine, finish, read_jsonl
 from agent.speech.asr import AsrEngine
 from agent.speech.codec import phone_round_trip
 from agent.speech.frames import pcm_to_ulaw_frames
@@ -65,6 +65,7 @@ class ClipResult:
 @dataclass
 class Report:
     clips: list[ClipResult] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (audio, why) of clips not scored
 
     def _cer(self, clips: list[ClipResult], attr: str) -> float:
         return sum(getattr(c, attr) for c in clips) / max(1, sum(c.ref_chars for c in clips))
@@ -77,6 +78,7 @@ class Report:
         return {
             "model": model,
             "clips": len(self.clips),
+            "skipped": len(self.skipped),
             "audio_s": round(audio_s, 1),
             "per_language": {
                 lang: {
@@ -105,13 +107,50 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
-    items = []
-    for n, item in read_jsonl(path):
-        if not isinstance(item, dict) or "audio" not in item or "text" not in item:
-            raise ValueError(f"{path}:{n}: needs 'audio' and 'text'")
+    """The manifest's clips; a bad line is reported on stderr by number and skipped, a manifest
+    with no usable line is an error (agent.jsonl.EmptyInput: one line, exit 2)."""
+    items: list[dict[str, Any]] = []
+    bad: list[BadLine] = []
+    for n, item in read_jsonl(path, bad=bad):
+        if not isinstance(item, dict) or not isinstance(item.get("audio"), str) or not isinstance(item.get("text"), str):
+            bad.append(BadLine(n, "needs 'audio' and 'text' strings"))
+            continue
         item["_path"] = (path.parent / item["audio"]).resolve()
         items.append(item)
-    return items
+    return finish(path, items, bad, "clips")
+
+
+class ClipError(ValueError):
+    """A clip that cannot be scored (missing, not a WAV, cut short): named, skipped, the run goes on."""
+
+
+def read_clip(path: Path) -> tuple[np.ndarray, int]:
+    """16-bit PCM from a WAV (first channel).  Unlike a plain read, a file shorter than its own
+    header says is refused: a clip cut off mid-data would otherwise be scored on part of its
+    audio against the whole reference text, a wrong CER with no warning."""
+    import wave
+
+    try:
+        with wave.open(str(path)) as w:
+            width, channels, rate, declared = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes()
+            data = w.readframes(declared)
+    except FileNotFoundError:
+        raise ClipError("no such file") from None
+    except (wave.Error, EOFError) as exc:  # EOFError: the header itself is cut off
+        raise ClipError(f"not a readable WAV ({exc or 'file ends inside the header'})") from None
+    except OSError as exc:
+        raise ClipError(f"cannot read it ({exc.strerror or exc})") from None
+    if width != 2:
+        raise ClipError(f"{8 * width}-bit WAV; 16-bit PCM expected")
+    got = len(data) // (width * channels)
+    if got < declared or len(data) % (width * channels):
+        raise ClipError(f"truncated: the header declares {declared} frames, the file holds {got}")
+    if got == 0:
+        raise ClipError("no audio in it")
+    pcm = np.frombuffer(data, dtype="<i2").astype(np.int16)
+    if channels > 1:
+        pcm = pcm.reshape(-1, channels)[:, 0].copy()
+    return pcm, rate
 
 
 def time_to_final(vad_stage_factory: Callable[[], Any], engine: AsrEngine, pcm16k: np.ndarray,
@@ -184,14 +223,22 @@ def evaluate(
     items: list[dict[str, Any]], engine: AsrEngine, *, vad_stage_factory: Callable[[], Any] | None = None,
     hotwords: Iterable[str] = (), progress: Callable[[ClipResult], None] | None = None,
     asr_stage_factory: Callable[[], Any] | None = None,
+    skipped: Callable[[str, str], None] | None = None,
 ) -> Report:
-    from agent.audiocall import read_wav
+    """Score each clip; a clip that cannot be read is recorded in `report.skipped` (and passed to
+    `skipped(audio, reason)`) and the rest are scored."""
     from agent.speech.codec import resample
 
     report = Report()
     terms = list(hotwords)
     for item in items:
-        pcm, rate = read_wav(item["_path"])
+        try:
+            pcm, rate = read_clip(item["_path"])
+        except ClipError as exc:
+            report.skipped.append((item["audio"], str(exc)))
+            if skipped:
+                skipped(item["audio"], str(exc))
+            continue
         if rate != 16000:
             pcm = resample(pcm, rate, 16000)
         ref = for_cer(item["text"])

@@ -9,7 +9,7 @@ from enum import Enum
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from connectors.campaign.leads import normalise_phone, same_number
+from connectors.campaign.leads import NotAPhoneNumber, same_number, to_e164
 
 
 class Outcome(str, Enum):
@@ -102,29 +102,45 @@ class RetryPolicy:
 
 
 class DoNotCallList:
+    """Numbers never to dial, kept and matched in E.164 (`+8613800138000`): `138-0013-8000`,
+    `+86 138 0013 8000` and `008613800138000` are one line.  A list entry that is not a valid
+    number is kept in `bad` with its line (it could match nothing, and the operator should know)."""
+
     def __init__(self, numbers: list[str] | None = None) -> None:
         self._numbers: set[str] = set()
+        self.bad: list[tuple[int, str]] = []  # (line, why) of entries in the loaded file that are not numbers
         for n in numbers or []:
             self.add(n)
 
     @classmethod
     def load(cls, path: Path | None) -> "DoNotCallList":
+        dnc = cls()
         if path is None or not path.exists():
-            return cls()
-        numbers = []
-        for raw in path.read_text(encoding="utf-8-sig").splitlines():
-            raw = raw.split("#")[0].split(",")[0].strip()
-            if raw and any(ch.isdigit() for ch in raw):
-                numbers.append(raw)
-        return cls(numbers)
+            return dnc
+        from agent.jsonl import BadLine, decode_lines
+
+        undecodable: list[BadLine] = []
+        with path.open("rb") as fh:
+            for number, line in decode_lines(fh, undecodable, str(path)):
+                raw = line.split("#")[0].split(",")[0].strip()
+                if not raw:
+                    continue
+                try:
+                    dnc._numbers.add(to_e164(raw))
+                except NotAPhoneNumber as exc:
+                    dnc.bad.append((number, str(exc)))
+        dnc.bad += [(b.number, b.reason) for b in undecodable]
+        dnc.bad.sort()
+        return dnc
 
     def add(self, number: str) -> None:
-        n = normalise_phone(number).lstrip("+")
-        self._numbers.add(n[2:] if n.startswith("86") and len(n) == 13 else n)
+        self._numbers.add(to_e164(number))
 
     def __contains__(self, number: str) -> bool:
-        n = normalise_phone(number).lstrip("+")
-        return (n[2:] if n.startswith("86") and len(n) == 13 else n) in self._numbers
+        try:
+            return to_e164(number) in self._numbers
+        except NotAPhoneNumber:
+            return False
 
     def __len__(self) -> int:
         return len(self._numbers)
@@ -133,7 +149,7 @@ class DoNotCallList:
         """Persist a number the customer asked us never to call again."""
         self.add(number)
         with path.open("a", encoding="utf-8") as f:
-            f.write(normalise_phone(number) + "\n")
+            f.write(to_e164(number) + "\n")
 
 
 __all__ = ["Outcome", "RETRYABLE", "outcome_from_actions", "CallingHours", "RetryPolicy", "DoNotCallList", "same_number"]

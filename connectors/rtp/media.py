@@ -175,11 +175,32 @@ class CallMedia:
         self.stats.frames_out += 1
 
     def idle_for(self) -> float:
-        """Seconds since the last accepted RTP packet (since opening when none came)."""
-        return asyncio.get_running_loop().time() - (self.session.last_packet_at or self._opened_at)
+        """Seconds since the last accepted RTP packet (since opening when none came, or since
+        the caller resumed from hold); 0 while the caller has said it will not send (hold)."""
+        if not self.expect_rtp:
+            return 0.0
+        return asyncio.get_running_loop().time() - max(self.session.last_packet_at or self._opened_at, self._resumed_at)
+
+    async def set_direction(self, *, send: bool, expect_rtp: bool) -> None:
+        """Hold and resume (a re-INVITE's direction): `send` False stops bot audio leaving - the
+        pacer stops with its queue kept, so a reply interrupted by hold goes on where it stopped
+        on resume; `expect_rtp` False turns the RTP-silence watchdog off while the caller holds."""
+        if send and not self.sending:
+            self.pacer.start()
+        elif not send and self.sending:
+            await self.pacer.stop()
+        self.sending = send
+        if expect_rtp and not self.expect_rtp:
+            self._resumed_at = asyncio.get_running_loop().time()
+        self.expect_rtp = expect_rtp
 
     _opened_at: float = 0.0
+    _resumed_at: float = 0.0
     _publishing: bool = False
+    #: whether bot audio is sent (False while the caller holds the call)
+    sending: bool = True
+    #: whether the caller said it sends RTP (False while it holds with a=inactive or recvonly)
+    expect_rtp: bool = True
 
     async def close(self) -> None:
         await self.pacer.stop()

@@ -36,7 +36,7 @@ from aiosipua.transport import _UdpProtocol as _LibUdpProtocol
 from agent.bus.base import Bus
 from connectors.bridge import BusBridge
 from connectors.rtp.media import CallMedia
-from connectors.sip.message import MAX_SIP_BYTES
+from connectors.sip.message import MAX_SIP_BYTES, unroutable
 from connectors.sip.sdp import (
     PCMA,
     PCMU,
@@ -99,6 +99,13 @@ class LoopbackUdpTransport(UdpSipTransport):
         host, port = transport.get_extra_info("sockname")[:2]
         self.local_addr = (host, port)
 
+    def send(self, message: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
+        why = unroutable(addr)  # a forged Via port would otherwise close this socket for good
+        if why is not None:
+            log.warning("SIP message not sent", reason=why)
+            return
+        super().send(message, addr)
+
 
 class DialError(RuntimeError):
     """An outbound call was not answered: `status` is the SIP code (408 when nobody answered)."""
@@ -157,6 +164,9 @@ class _Sink:
         # The bot ended the call: let its last words play out, then BYE.
         asyncio.create_task(self.agent._bot_hangup(self.call, reason))
 
+    def mark(self, on_reached) -> None:  # type: ignore[no-untyped-def]
+        self.call.media.pacer.mark(on_reached)
+
 
 class SipAgent:
     def __init__(self, bus: Bus, config: SipAgentConfig | None = None, *, campaign: str | None = None,
@@ -185,7 +195,11 @@ class SipAgent:
     async def start(self) -> None:
         self.transport = LoopbackUdpTransport(local_addr=(self.config.host, self.config.port))
         self.uac = AckingUAC(self.transport)
-        self.uas = SipUAS(self.transport, uac=self.uac, user_agent="dianxiao")
+        # retransmitted INVITEs absorbed, merged ones refused (482), re-INVITE hold/resume
+        from connectors.sip.dialogs import InviteGuardUAS, answer_reinvite
+
+        self.uas = InviteGuardUAS(self.transport, uac=self.uac, user_agent="dianxiao")
+        self.uas.on_reinvite = lambda leg: self._spawn(answer_reinvite(self, leg))
         self.uas.on_invite = lambda call: self._spawn(self._answer(call))
         self.uas.on_bye = self._on_bye
         self.uas.on_cancel = self._on_cancel
@@ -243,7 +257,7 @@ class SipAgent:
         cid = bus_call_id(sip_id)
         media = await CallMedia.open(
             self.config.host, probe.payload_type, self._frames_to(cid), remote=probe.remote_rtp,
-            on_dtmf=lambda d, dur: log.info("DTMF", call_id=cid, digit=d, duration=dur),
+            on_dtmf=self._dtmf_to(cid),
             dtmf_payload_type=probe.dtmf_payload_type or 101,
         )
         answer = answer_offer(leg.sdp_offer, self.config.host, media.local_port, self.config.codecs)
@@ -255,6 +269,14 @@ class SipAgent:
         leg.accept(answer.sdp)
         call.watchdog = asyncio.create_task(self._watch(call))
         log.info("call answered", call_id=cid, caller=leg.caller, codec=answer.payload_type)
+
+    def _dtmf_to(self, cid: str):  # type: ignore[no-untyped-def]
+        def pressed(digit: str, duration: int) -> None:
+            # RFC 4733 durations are in RTP timestamp units: 8 per ms at 8 kHz
+            log.info("DTMF", call_id=cid, digit=digit, duration_ms=duration // 8)
+            self._spawn(self.bridge.dtmf(cid, digit, duration // 8, "rtp"))
+
+        return pressed
 
     def _frames_to(self, cid: str):  # type: ignore[no-untyped-def]
         async def publish(frames: list[tuple[int, bytes]]) -> None:

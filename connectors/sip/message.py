@@ -8,6 +8,8 @@ so this thin wrapper turns any failure into `SipParseError` and caps the datagra
 
 from __future__ import annotations
 
+import ipaddress
+
 from aiosipua import SipMessage, SipRequest, SipResponse
 
 #: the largest SIP datagram we read (a UDP datagram on a normal path is well under this)
@@ -41,3 +43,22 @@ def parse_sip(data: bytes) -> SipRequest | SipResponse:
         except Exception as exc:  # noqa: BLE001
             raise SipParseError(f"malformed response headers: {type(exc).__name__}: {exc}") from exc
     return msg
+
+
+def unroutable(addr: tuple[object, object]) -> str | None:
+    """Why a SIP message must not be sent to `addr` (None when it may).
+
+    The destination of a response comes from the request's top Via, which the sender wrote.
+    A port outside 1-65535 makes the datagram socket raise OverflowError, which asyncio treats
+    as fatal and closes the agent's SIP socket: one forged request would take the listener
+    down (found by tests/test_sip_fuzz.py).  A host name would be resolved by a blocking DNS
+    lookup on the signalling loop; aiosipua already replaces a Via host that differs from the
+    packet's source with the source address (`received`), so only IP literals are legitimate."""
+    host, port = addr[0], addr[1]
+    if not isinstance(port, int) or not 0 < port < 65536:
+        return f"port {port!r} is not 1-65535"
+    try:
+        ipaddress.ip_address(str(host))
+    except ValueError:
+        return f"host {host!r} is not an IP address"
+    return None

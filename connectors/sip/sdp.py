@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from aiosipua import SdpMessage, SdpNegotiationError, build_sdp, negotiate_sdp, parse_sdp, serialize_sdp
@@ -53,7 +54,21 @@ def answer_offer(offer: SdpMessage | str, local_ip: str, rtp_port: int,
     remote = offer.rtp_address
     if remote is None:
         raise NoCommonCodec("offer has no audio address")
+    _check_rtp_address(remote[0], remote[1])
     return Answer(sdp=sdp, payload_type=pt, remote_rtp=(remote[0], int(remote[1])), dtmf_payload_type=dtmf)
+
+
+def _check_rtp_address(host: object, port: object) -> None:
+    # RTP is sent to what the peer's SDP says.  A host that is not an IP literal would be
+    # looked up by blocking DNS on the media loop, or (undecodable bytes) make the RTP socket
+    # raise, which asyncio treats as fatal and closes the call's RTP socket; a port outside
+    # 1-65535 does the same (found by tests/test_sip_fuzz.py).  Port 0 is a refused stream.
+    try:
+        ipaddress.ip_address(str(host))
+    except ValueError:
+        raise NoCommonCodec(f"audio address {host!r} is not an IP address") from None
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise NoCommonCodec(f"audio port {port!r} is not 1-65535")
 
 
 def make_offer(local_ip: str, rtp_port: int, payload_type: int = PCMU) -> SdpMessage:
@@ -64,6 +79,7 @@ def remote_of_answer(answer: SdpMessage | None) -> tuple[str, int]:
     if answer is None or answer.rtp_address is None:
         raise NoCommonCodec("answer has no audio address")
     ip, port = answer.rtp_address
+    _check_rtp_address(ip, port)
     return ip, int(port)
 
 
