@@ -103,7 +103,8 @@ class _Line:
         self.bus = bus
         self.call = call
         self.tick_s = ev.FRAME_MS / 1000 / speed
-        self.queue: deque[ev.AudioFrame] = deque()
+        self.queue: deque[ev.AudioFrame | ev.ReplyAudioEnd] = deque()
+        self.played_out: list[ev.ReplyPlayed] = []  # reports waiting to go on call.control
         self.frame_index = 0
         self.stop = asyncio.Event()
         self.reply_started: dict[str, float] = {}  # reply id -> monotonic time playback began
@@ -141,6 +142,11 @@ class _Line:
         if isinstance(event, ev.AudioFrame) and event.reply_event_id:
             if event.reply_event_id not in self.barge_wall:
                 self.queue.append(event)
+        elif isinstance(event, ev.ReplyAudioEnd):
+            if event.reply_event_id in self.barge_wall:
+                self._played(event, interrupted=True)
+            else:
+                self.queue.append(event)  # reached when the frames before it have played
         elif isinstance(event, ev.TranscriptFinal):
             c.transcripts.append(event)
         elif isinstance(event, ev.TranscriptPartial):
@@ -151,19 +157,36 @@ class _Line:
             c.barge_ins.append(event)
             if event.reply_event_id:
                 self.barge_wall[event.reply_event_id] = time.time()
+                dropped_end = [f for f in self.queue if isinstance(f, ev.ReplyAudioEnd)
+                               and f.reply_event_id == event.reply_event_id]
                 self.queue = deque(f for f in self.queue if f.reply_event_id != event.reply_event_id)
+                for end in dropped_end:
+                    self._played(end, interrupted=True)
                 played = self.last_played.get(event.reply_event_id)
                 c.stop_latency_ms[event.reply_event_id] = max(0.0, ((played or event.ts_wall) - event.ts_wall) * 1000)
 
+    def _played(self, end: ev.ReplyAudioEnd, interrupted: bool = False) -> None:
+        # what a phone connector reports (connectors/bridge.py): the agent hangs up after it
+        self.played_out.append(ev.ReplyPlayed(call_id=self.call.call_id, stage=CALLER, turn=end.turn,
+                                              caused_by=end.event_id, reply_event_id=end.reply_event_id,
+                                              frames=end.frames, interrupted=interrupted))
+
+    def _pass_ends(self) -> None:
+        while self.queue and isinstance(self.queue[0], ev.ReplyAudioEnd):
+            self._played(self.queue.popleft())  # type: ignore[arg-type]
+
     def _play_tick(self) -> None:
         """One 20 ms tick of the bot's side: play the next queued frame, or silence."""
+        self._pass_ends()
         if self.queue:
             frame = self.queue.popleft()
+            assert isinstance(frame, ev.AudioFrame)
             rid = frame.reply_event_id or ""
             self.reply_started.setdefault(rid, time.monotonic())
             self.call.bot_track.append(frame.payload)
             self.call.bot_frames_played[rid] = self.call.bot_frames_played.get(rid, 0) + 1
             self.last_played[rid] = time.time()
+            self._pass_ends()
         else:
             self.call.bot_track.append(SILENCE_ULAW)
 
@@ -174,6 +197,8 @@ class _Line:
         await self.bus.publish_event(topics.AUDIO_IN, frame)
         self.call.caller_track.append(payload)
         self._play_tick()
+        while self.played_out:
+            await self.bus.publish_event(topics.CONTROL, self.played_out.pop(0))
         self.frame_index += 1
         # Absolute schedule: after a stall (a decode in the same process) the line catches up.
         delay = self.started + self.frame_index * self.tick_s - time.monotonic()

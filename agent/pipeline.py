@@ -36,6 +36,22 @@ def _policy(settings: Settings) -> Stage:
     return PolicyStage(load_playbook(settings.playbook), phraser=phraser)
 
 
+def _hangup(settings: Settings) -> Stage:
+    from agent.dialogue import load_playbook
+    from agent.stages.hangup import HangupStage, silence_goodbye
+
+    pb = load_playbook(settings.playbook)
+    return HangupStage(silence_goodbye(pb), playbook_version=f"{pb.name}@{pb.version}")
+
+
+def _dtmf(settings: Settings) -> Stage:
+    from agent.dialogue import load_playbook
+    from agent.dtmf import dtmf_map
+    from agent.stages.dtmf import DtmfStage
+
+    return DtmfStage(dtmf_map(load_playbook(settings.playbook)))
+
+
 def _speech(name: str) -> Callable[[Settings], Stage]:
     def build(settings: Settings) -> Stage:
         from agent.speech import factories  # needs the `speech` extra
@@ -49,15 +65,18 @@ STAGE_FACTORIES: dict[str, Callable[[Settings], Stage]] = {
     "nlu": _nlu,
     "dst": _dst,
     "policy": _policy,
+    "hangup": _hangup,
+    "dtmf": _dtmf,
     "vad": _speech("vad"),
     "asr": _speech("asr"),
     "tts": _speech("tts"),
 }
 
-#: the stages of a text-mode call, in flow order
-TEXT_STAGES = ("nlu", "dst", "policy")
+#: the stages of a text-mode call, in flow order (hangup ends the call after the goodbye;
+#: dtmf turns key presses into understanding)
+TEXT_STAGES = ("nlu", "dst", "policy", "hangup", "dtmf")
 #: the stages of an audio-mode call (caller audio in, bot audio out), in flow order
-AUDIO_STAGES = ("vad", "asr", "nlu", "dst", "policy", "tts")
+AUDIO_STAGES = ("vad", "asr", "nlu", "dst", "policy", "tts", "hangup", "dtmf")
 
 
 def build_stage(name: str, settings: Settings) -> Stage:

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     tts_voice: str = Field(default="cmn", description="espeak-ng voice (cmn, yue), piper model path, or HTTP voice")
     tts_url: str | None = Field(default=None, description="HTTP TTS endpoint (tts_engine=http)")
     tts_speed: int = Field(default=170, ge=80, le=400, description="espeak-ng words per minute")
+    # --- ending calls (agent/stages/hangup.py, agent/silence.py, docs/telephony.md) ---
+    silence_hangup_s: float = Field(
+        default=20.0, ge=0,
+        description="say a polite goodbye and end the call after this long without caller speech or key press (0: never)",
+    )
     # --- telephony (connectors/, docs/telephony.md) ---
     sip_host: str = Field(default="127.0.0.1", description="address the SIP user agent and RTP bind to")
     sip_port: int = Field(default=5060, ge=0, le=65535, description="SIP UDP port (0 = any free port)")

@@ -10,6 +10,7 @@ from typing import AsyncIterator
 from agent.bus.base import Bus
 from agent.pipeline import TEXT_STAGES, build_stage
 from agent.runner import StageRunner
+from agent.silence import SilenceWatch
 from agent.settings import Settings
 from agent.stages.base import Stage
 
@@ -19,6 +20,7 @@ class RunningPipeline:
         self.bus = bus
         self.runners = runners
         self.tasks: list[asyncio.Task[None]] = []
+        self.silence: SilenceWatch | None = None
 
     def runner(self, name: str) -> StageRunner:
         return next(r for r in self.runners if r.stage.name == name)
@@ -46,10 +48,24 @@ async def running_pipeline(
     built = [build_stage(s, settings) if isinstance(s, str) else s for s in stages]
     pipe = RunningPipeline(bus, [StageRunner(s, bus) for s in built])
     pipe.tasks = [asyncio.create_task(r.run()) for r in pipe.runners]
+    pipe.silence = silence_watch_for(bus, settings, [s.name for s in built])
+    watching = asyncio.create_task(pipe.silence.run()) if pipe.silence else None
     try:
         await asyncio.gather(*(r.ready.wait() for r in pipe.runners))
+        if pipe.silence:
+            await pipe.silence.ready.wait()
         yield pipe
     finally:
         for r in pipe.runners:
             r.stop()
+        if pipe.silence and watching:
+            pipe.silence.stop()
+            await asyncio.gather(watching, return_exceptions=True)
         await asyncio.gather(*pipe.tasks, return_exceptions=True)
+
+
+def silence_watch_for(bus: Bus, settings: Settings, stage_names: list[str]) -> SilenceWatch | None:
+    """The silence clock runs where the hangup stage runs (it is what acts on CallerSilent)."""
+    if "hangup" in stage_names and settings.silence_hangup_s > 0:
+        return SilenceWatch(bus, settings.silence_hangup_s)
+    return None

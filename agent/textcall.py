@@ -23,16 +23,21 @@ class TextCall:
     call_id: str
     replies: list[ev.BotReply] = field(default_factory=list)
     ended_by_bot: bool = False
+    #: the CallEnded the agent wrote after its goodbye (None: not seen within the wait)
+    agent_ended: ev.CallEnded | None = None
 
 
 class ReplyWaiter:
-    """Tails bot.replies (from the end of the log) and hands each reply to whoever waits for it."""
+    """Tails bot.replies and call.control (from the end of the log) and hands each reply, and
+    the agent's end of a call, to whoever waits for it."""
 
     def __init__(self, bus: Bus, name: str | None = None) -> None:
         self.bus = bus
         self.group = name or f"textcall-{uuid.uuid4().hex[:8]}"
         self._waiting: dict[tuple[str, int], asyncio.Future[ev.BotReply]] = {}
         self._early: dict[tuple[str, int], ev.BotReply] = {}
+        self._ended: dict[str, ev.CallEnded] = {}
+        self._end_waiting: dict[str, asyncio.Future[ev.CallEnded]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -48,7 +53,7 @@ class ReplyWaiter:
             await self._task
 
     async def _pump(self) -> None:
-        consumer = self.bus.consumer(self.group, [topics.REPLIES], start="latest")
+        consumer = self.bus.consumer(self.group, [topics.REPLIES, topics.CONTROL], start="latest")
         await consumer.start()
         self._ready.set()
         try:
@@ -57,6 +62,13 @@ class ReplyWaiter:
                     try:
                         reply = ev.decode(rec.value)
                     except ev.EventError:
+                        continue
+                    if isinstance(reply, ev.CallEnded) and reply.stage != CALLER:
+                        end = self._end_waiting.pop(reply.call_id, None)
+                        if end is not None and not end.done():
+                            end.set_result(reply)
+                        else:
+                            self._ended[reply.call_id] = reply
                         continue
                     if not isinstance(reply, ev.BotReply):
                         continue
@@ -79,6 +91,20 @@ class ReplyWaiter:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._waiting.pop(key, None)
+
+
+    async def wait_ended(self, call_id: str, timeout: float) -> ev.CallEnded | None:
+        """The agent's CallEnded for this call, or None when it does not come within `timeout`."""
+        if call_id in self._ended:
+            return self._ended.pop(call_id)
+        fut: asyncio.Future[ev.CallEnded] = asyncio.get_running_loop().create_future()
+        self._end_waiting[call_id] = fut
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._end_waiting.pop(call_id, None)
 
 
 async def start_call(bus: Bus, call_id: str, **fields: object) -> ev.CallStarted:
@@ -107,10 +133,14 @@ async def run_text_call(
     waiter: ReplyWaiter | None = None,
     timeout: float = 10.0,
     hang_up: bool = True,
+    end_wait_s: float = 2.0,
     **call_fields: object,
 ) -> TextCall:
     """Play a caller: `turns` is a script, or a function (turn number, replies so far) -> the
-    next thing to say (None ends the script; the caller hangs up unless `hang_up` is false).  Returns the bot's replies in order."""
+    next thing to say (None ends the script; the caller hangs up unless `hang_up` is false).
+    Returns the bot's replies in order.  When the bot says goodbye (ends_call) the caller does
+    not hang up: the agent ends the call (hangup stage), and `agent_ended` is its CallEnded,
+    waited for up to `end_wait_s`."""
     call = TextCall(call_id=call_id or f"call-{uuid.uuid4().hex[:12]}")
     own = waiter is None
     w = waiter or ReplyWaiter(bus)
@@ -132,8 +162,10 @@ async def run_text_call(
             if reply.ends_call:
                 call.ended_by_bot = True
                 break
-        if hang_up or call.ended_by_bot:
-            await end_call(bus, call.call_id, turn, reason="bot_ended" if call.ended_by_bot else "hangup")
+        if call.ended_by_bot:
+            call.agent_ended = await w.wait_ended(call.call_id, end_wait_s)
+        elif hang_up:
+            await end_call(bus, call.call_id, turn, reason="hangup")
     finally:
         if own:
             await w.__aexit__(None, None, None)

@@ -6,8 +6,8 @@ TRANSCRIPTS = "transcripts"  # TranscriptPartial / TranscriptFinal (asr -> nlu)
 NLU = "nlu.results"  # NluResult (nlu -> dst)
 DIALOGUE = "dialogue.state"  # DialogueStateUpdated (dst -> policy)
 REPLIES = "bot.replies"  # BotReply (policy -> tts, connectors)
-AUDIO_OUT = "audio.out"  # AudioFrame from the bot (tts -> connectors)
-CONTROL = "call.control"  # CallStarted / CallEnded / BargeIn (everyone)
+AUDIO_OUT = "audio.out"  # AudioFrame from the bot, then ReplyAudioEnd (tts -> connectors)
+CONTROL = "call.control"  # CallStarted / CallEnded / BargeIn / CallDtmf / ReplyPlayed / CallerSilent (everyone)
 DEAD_LETTERS = "dead.letters"  # DeadLetter (any stage)
 
 ALL = (AUDIO_IN, SPEECH, TRANSCRIPTS, NLU, DIALOGUE, REPLIES, AUDIO_OUT, CONTROL, DEAD_LETTERS)
@@ -19,7 +19,7 @@ DESCRIPTIONS = {
     NLU: "intents (multi-label, with scores) and normalised entities per final transcript",
     DIALOGUE: "the full dialogue state after each caller turn",
     REPLIES: "what the bot says next, with the policy action that chose it",
-    AUDIO_OUT: "bot speech, 20 ms frames, 8 kHz mu-law",
-    CONTROL: "call start, end (hang-up) and barge-in",
+    AUDIO_OUT: "bot speech, 20 ms frames, 8 kHz mu-law, and where each reply's audio ends",
+    CONTROL: "call start, end (hang-up), barge-in, key presses (DTMF), reply played out, caller silence",
     DEAD_LETTERS: "messages a stage could not handle, with the reason",
 }

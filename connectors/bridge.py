@@ -8,7 +8,11 @@ bridge does the bus half of that so each connector only speaks its own wire prot
   same pattern as agent.textcall.ReplyWaiter), so it works on the embedded bus and Kafka alike;
 * bot frames are handed to the call's `MediaSink` (a paced sender), a barge-in flushes the sink
   and drops later frames of the interrupted reply, and a CallEnded written by the agent (the bot
-  hung up) asks the sink to hang up.
+  hung up) asks the sink to hang up;
+* where a reply's audio ends (ReplyAudioEnd from TTS) a mark goes into the sink; when the sink
+  has sent the frame before it, the bridge writes ReplyPlayed on call.control.  That is the
+  agent's cue to end the call after a goodbye: the connector reports, the agent decides;
+* key presses (DTMF) the connector decodes become CallDtmf on call.control.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ class MediaSink(Protocol):
 
     async def hangup(self, reason: str) -> None: ...
 
+    def mark(self, on_reached: Callable[[bool], None]) -> None:
+        """Call `on_reached(dropped)` once every frame enqueued so far has been sent (or flushed).
+        May be called on another thread (the media loop): it must only schedule work."""
+        ...
+
 
 @dataclass
 class CallTap:
@@ -64,11 +73,14 @@ class BusBridge:
         self._ready = asyncio.Event()
         #: called (call_id) when the agent itself ends a call, after the sink hung up
         self.on_agent_hangup: Callable[[str], Awaitable[None]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reports: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._task is None:
+            self._loop = asyncio.get_running_loop()
             self._task = asyncio.create_task(self._pump())
             await self._ready.wait()
 
@@ -77,6 +89,7 @@ class BusBridge:
         if self._task is not None:
             await self._task
             self._task = None
+        await asyncio.gather(*self._reports, return_exceptions=True)
 
     # --- caller -> bus -----------------------------------------------------------------
 
@@ -102,6 +115,19 @@ class BusBridge:
                                   seq=index, payload=payload)
             items.append((topics.AUDIO_IN, call_id, ev.encode(frame)))
         await self.bus.publish_many(items)
+
+    async def dtmf(self, call_id: str, digit: str, duration_ms: int, source: str) -> ev.CallDtmf | None:
+        """A key the caller pressed, as CallDtmf on call.control (a non-key is logged and dropped)."""
+        if call_id not in self.calls:
+            return None
+        try:
+            event = ev.CallDtmf(call_id=call_id, stage=self.stage, digit=digit, duration_ms=max(0, duration_ms),
+                                source=source)
+        except ValueError:
+            log.warning("DTMF event that is not a phone key dropped", call_id=call_id, digit=repr(digit)[:20])
+            return None
+        await self.bus.publish_event(topics.CONTROL, event)
+        return event
 
     async def call_ended(self, call_id: str, reason: str, outcome: str | None = None) -> None:
         tap = self.calls.pop(call_id, None)
@@ -145,6 +171,8 @@ class BusBridge:
                 return
             tap.frames_out += 1
             tap.sink.enqueue(event.payload)
+        elif isinstance(event, ev.ReplyAudioEnd):
+            self._mark_end(tap, event)
         elif isinstance(event, ev.BargeIn):
             tap.barge_ins += 1
             if event.reply_event_id:
@@ -158,3 +186,24 @@ class BusBridge:
             await tap.sink.hangup(event.reason)
             if self.on_agent_hangup is not None:
                 await self.on_agent_hangup(event.call_id)
+
+    def _mark_end(self, tap: CallTap, end: ev.ReplyAudioEnd) -> None:
+        rid = end.reply_event_id
+        loop = self._loop or asyncio.get_running_loop()
+
+        def reached(dropped: bool) -> None:  # on the media loop when the connector is threaded
+            loop.call_soon_threadsafe(self._report_played, tap, end, dropped or rid in tap.cancelled_replies)
+
+        if rid in tap.cancelled_replies:
+            reached(True)  # barged in before its end arrived: nothing more of it will play
+        else:
+            tap.sink.mark(reached)
+
+    def _report_played(self, tap: CallTap, end: ev.ReplyAudioEnd, interrupted: bool) -> None:
+        if self.calls.get(tap.call_id) is not tap:
+            return  # the call is over: nobody waits for this reply any more
+        played = ev.ReplyPlayed(call_id=tap.call_id, stage=self.stage, turn=end.turn, caused_by=end.event_id,
+                                reply_event_id=end.reply_event_id, frames=end.frames, interrupted=interrupted)
+        task = asyncio.create_task(self.bus.publish_event(topics.CONTROL, played))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)

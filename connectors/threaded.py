@@ -40,6 +40,10 @@ class _SinkOnMediaLoop:
     async def hangup(self, reason: str) -> None:
         asyncio.run_coroutine_threadsafe(self.sink.hangup(reason), self.loop)
 
+    def mark(self, on_reached: Callable[[bool], None]) -> None:
+        # in order with the frames enqueued before it; `on_reached` hops back to the bus loop itself
+        self.loop.call_soon_threadsafe(self.sink.mark, on_reached)
+
 
 class _BridgeOnBusLoop:
     """Handed to the connector (on the media loop): runs the bridge's calls on the bus loop."""
@@ -69,6 +73,9 @@ class _BridgeOnBusLoop:
 
     async def call_ended(self, call_id: str, reason: str, outcome: str | None = None) -> None:
         await self._on_bus(self.real.call_ended(call_id, reason, outcome))
+
+    async def dtmf(self, call_id: str, digit: str, duration_ms: int, source: str) -> Any:
+        return await self._on_bus(self.real.dtmf(call_id, digit, duration_ms, source))
 
 
 class ThreadedConnector:

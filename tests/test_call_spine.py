@@ -203,3 +203,78 @@ async def test_golden_call_check_on_the_command_line(text_pipeline, tmp_path):
     res = runner.invoke(app, ["replay", call.call_id, "--check", "--log", str(bad_log)])
     assert res.exit_code == 1
     assert "这是旧版本的回答" in res.output
+
+
+# --- the agent ends the call; key presses are understood (issue 16) -------------------------
+
+
+async def test_a_caller_who_says_never_call_again_gets_a_goodbye_and_the_agent_ends_the_call(text_pipeline):
+    call = await run_text_call(text_pipeline.bus, ["你好", "别再给我打电话了"])
+
+    goodbye = call.replies[-1]
+    assert goodbye.ends_call and call.ended_by_bot
+    ended = [e for e in await _all(text_pipeline.bus, topics.CONTROL)
+             if isinstance(e, ev.CallEnded) and e.call_id == call.call_id]
+    # exactly one end, written by the agent's hangup stage, naming the goodbye it ended on
+    assert [(e.stage, e.reason, e.reply_event_id) for e in ended] == [("hangup", "bot_ended", goodbye.event_id)]
+    assert ended[0].outcome == goodbye.action
+    assert call.agent_ended is not None and call.agent_ended.event_id == ended[0].event_id
+
+
+async def test_a_caller_who_stays_silent_hears_a_polite_goodbye_and_the_call_is_ended(embedded_bus):
+    from agent.textcall import start_call
+
+    settings = Settings(silence_hangup_s=1.0)
+    async with running_pipeline(embedded_bus, settings) as pipe, ReplyWaiter(embedded_bus) as waiter:
+        started = await start_call(embedded_bus, "call-silent")
+        ended = await waiter.wait_ended("call-silent", timeout=10)
+        assert pipe.silence is not None and pipe.silence.fired == 1
+    assert ended is not None and ended.stage == "hangup" and ended.reason == "bot_ended"
+    assert ended.ts_wall - started.ts_wall >= 1.0  # not before the silence
+    replies = [e for e in await _all(embedded_bus, topics.REPLIES) if e.call_id == "call-silent"]
+    assert len(replies) == 1 and replies[0].ends_call and replies[0].action == "exit_silence"
+    assert "再见" in replies[0].text and ended.reply_event_id == replies[0].event_id
+    silent = [e for e in await _all(embedded_bus, topics.CONTROL) if isinstance(e, ev.CallerSilent)]
+    assert len(silent) == 1 and silent[0].silent_ms >= 1000
+
+
+async def test_a_caller_who_keeps_talking_is_not_cut_off_for_silence(embedded_bus):
+    settings = Settings(silence_hangup_s=1.5)
+    async with running_pipeline(embedded_bus, settings) as pipe, ReplyWaiter(embedded_bus) as waiter:
+        from agent.textcall import start_call
+
+        await start_call(embedded_bus, "call-chatty")
+        for turn, text in enumerate(["你好", "云服务器多少钱", "嗯", "能便宜点吗"], start=1):
+            await asyncio.sleep(0.9)  # each pause shorter than the limit, 3.6 s in all
+            await say(embedded_bus, "call-chatty", turn, text)
+            await waiter.wait("call-chatty", turn, 10)
+        assert pipe.silence is not None and pipe.silence.fired == 0
+    assert not [e for e in await _all(embedded_bus, topics.CONTROL) if isinstance(e, ev.CallEnded)]
+
+
+async def test_a_caller_presses_0_for_a_person_and_keys_in_a_callback_number(text_pipeline):
+    from agent.textcall import start_call
+
+    bus = text_pipeline.bus
+    async with ReplyWaiter(bus) as waiter:
+        await start_call(bus, "call-keys")
+        await say(bus, "call-keys", 1, "你好")
+        await waiter.wait("call-keys", 1, 10)
+        # what a phone connector writes for the keys (RTP telephone-events, a provider's dtmf)
+        await bus.publish_event(topics.CONTROL, ev.CallDtmf(call_id="call-keys", stage="sip", digit="0", turn=1))
+        for d in "*13800138000#":
+            await bus.publish_event(topics.CONTROL, ev.CallDtmf(call_id="call-keys", stage="sip", digit=d, turn=1))
+        for _ in range(100):
+            results = [e for e in await _all(bus, topics.NLU) if e.call_id == "call-keys" and e.model_version == "dtmf-1"]
+            states = [e for e in await _all(bus, topics.DIALOGUE) if e.call_id == "call-keys"]
+            if len(results) == 2 and len(states) == 3:
+                break
+            await asyncio.sleep(0.05)
+    assert [[i.name for i in r.intents] for r in results] == [["request_human"], ["callback_request"]]
+    assert results[1].entities[0].type == "phone" and results[1].entities[0].value == "13800138000"
+    # DST and policy took the keys like words: the number is in the state, and the bot answered each
+    slots = states[-1].state["slots"]
+    phone = slots["phone"]["value"] if isinstance(slots["phone"], dict) else slots["phone"]
+    assert phone == "13800138000"
+    replies = [e for e in await _all(bus, topics.REPLIES) if e.call_id == "call-keys"]
+    assert len(replies) == 3

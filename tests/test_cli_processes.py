@@ -29,7 +29,31 @@ def test_a_caller_in_another_process_talks_to_a_running_agent_which_stops_cleanl
         agent.send_signal(signal.SIGTERM)
         out, _ = agent.communicate(timeout=20)
     assert agent.returncode == 0, out
-    assert out.count("stage stopped") == 3
+    assert out.count("stage stopped") == 5  # nlu, dst, policy, hangup, dtmf
     # the call is in the log for QA
     listing = subprocess.run([str(BIN), "calls", "list", "--json"], env=env, capture_output=True, text=True, timeout=30)
     assert listing.stdout.count('"call_id"') == 1
+
+
+def test_a_caller_who_says_never_call_again_is_hung_up_on_by_the_running_agent(tmp_path):
+    from agent import events as ev
+    from agent.calllog import CallLog
+
+    env = {**os.environ, "DIANXIAO_DATA_DIR": str(tmp_path / "data")}
+    agent = subprocess.Popen([str(BIN), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(2.0)
+        caller = subprocess.run([str(BIN), "call", "别再给我打电话了"], env=env, capture_output=True, text=True, timeout=60)
+        assert caller.returncode == 0, caller.stdout + caller.stderr
+        assert "the agent ended the call (bot_ended)" in caller.stdout
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, _ = agent.communicate(timeout=20)
+    assert agent.returncode == 0, out
+    call_id = caller.stdout.split("call id:")[1].split()[0]
+    # the call log: the agent's hangup stage wrote the end, after the goodbye it names
+    events = CallLog(tmp_path / "data" / "bus.sqlite").events(call_id)
+    ended = [e for e in events if isinstance(e, ev.CallEnded)]
+    goodbye = [e for e in events if isinstance(e, ev.BotReply)][-1]
+    assert goodbye.ends_call and goodbye.action == "exit_do_not_call"
+    assert [(e.stage, e.reason, e.reply_event_id) for e in ended] == [("hangup", "bot_ended", goodbye.event_id)]

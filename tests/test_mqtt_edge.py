@@ -72,3 +72,41 @@ async def test_a_bad_device_message_is_refused_with_a_reason_and_kept(embedded_b
     dead = log_events(embedded_bus, topics.DEAD_LETTERS)
     assert len(dead) == 1 and dead[0].event_id == error["dead_letter"]
     assert dead[0].raw == payload.decode()  # the original message is kept, byte for byte
+
+
+async def test_a_kiosk_customer_who_says_never_call_again_gets_the_goodbye_then_a_hangup_command(text_pipeline, broker):
+    bus = text_pipeline.bus
+    async with EdgeLink(bus, EdgeConfig(port=broker)):
+        async with aiomqtt.Client("127.0.0.1", broker, identifier="kiosk-8") as kiosk:
+            await kiosk.subscribe("dianxiao/edge/kiosk-8/commands", qos=1)
+            started = ev.CallStarted(call_id="store-call-2", stage="kiosk", mode="text", direction="inbound")
+            await kiosk.publish("dianxiao/edge/kiosk-8/events", started.model_dump_json(), qos=1)
+            said = ev.TranscriptFinal(call_id="store-call-2", turn=1, seq=1, stage="kiosk", text="别再给我打电话了")
+            await kiosk.publish("dianxiao/edge/kiosk-8/events", said.model_dump_json(), qos=1)
+            say = await next_message(kiosk)
+            hangup = await next_message(kiosk)
+    assert say["type"] == "say" and say["ends_call"] is True
+    # the device is told to hang up by the agent, on the goodbye it was just told to say
+    assert hangup == {"type": "hangup", "call_id": "store-call-2", "reason": "bot_ended",
+                      "reply_event_id": say["reply_event_id"]}
+    ended = [e for e in log_events(bus, topics.CONTROL) if isinstance(e, ev.CallEnded)]
+    assert [e.stage for e in ended] == ["hangup"]
+
+
+async def test_a_key_pressed_on_a_kiosk_reaches_the_agent_as_dtmf(text_pipeline, broker):
+    bus = text_pipeline.bus
+    async with EdgeLink(bus, EdgeConfig(port=broker)) as link:
+        async with aiomqtt.Client("127.0.0.1", broker, identifier="kiosk-9") as kiosk:
+            await kiosk.subscribe("dianxiao/edge/kiosk-9/commands", qos=1)
+            started = ev.CallStarted(call_id="store-call-3", stage="kiosk", mode="text", direction="inbound")
+            await kiosk.publish("dianxiao/edge/kiosk-9/events", started.model_dump_json(), qos=1)
+            key = ev.CallDtmf(call_id="store-call-3", stage="kiosk", digit="0", source="mqtt")
+            await kiosk.publish("dianxiao/edge/kiosk-9/events", key.model_dump_json(), qos=1)
+            say = await next_message(kiosk)
+            if say["ends_call"]:  # a hand-over to a person ends this call: the hangup follows
+                assert (await next_message(kiosk))["type"] == "hangup"
+        assert link.refused == 0
+    assert say["type"] == "say"
+    understood = [e for e in log_events(bus, topics.NLU) if e.call_id == "store-call-3"]
+    assert [[i.name for i in u.intents] for u in understood] == [["request_human"]]
+    assert say["action"] == [e for e in log_events(bus, topics.REPLIES) if e.call_id == "store-call-3"][0].action

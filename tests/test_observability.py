@@ -40,7 +40,10 @@ async def test_consumer_lag_is_a_gauge_per_topic_and_partition(text_pipeline):
     await runner._report_lag()
     body = generate_latest(runner.metrics.registry).decode()
     partitions = text_pipeline.bus.partitions
+    # every group also reads call.control (for the calls' ends): one series per partition of each
     lines = [l for l in body.splitlines() if l.startswith("dianxiao_consumer_lag_messages{")]
+    assert len([l for l in lines if 'topic="call.control"' in l]) == partitions
+    lines = [l for l in lines if 'topic="transcripts"' in l]
     assert len(lines) == partitions  # one series per partition of the topic nlu reads
     assert 'group="nlu"' in lines[0] and 'stage="nlu"' in lines[0] and 'topic="transcripts"' in lines[0]
     assert {l.split('partition="')[1].split('"')[0] for l in lines} == {str(p) for p in range(partitions)}
@@ -54,7 +57,8 @@ async def test_json_logs_carry_call_id_turn_and_stage(text_pipeline, capsys):
     dead = [l for l in lines if l.get("event") == "dead letter"]
     assert dead and dead[0]["source_topic"] == "transcripts" and dead[0]["call_id"] == "call-log"
     handled = [l for l in lines if l.get("event") == "turn handled" and l.get("call_id") == "call-log"]
-    assert {l["stage"] for l in handled} == {"nlu", "dst", "policy"}
+    # dtmf watches nlu.results (for the turn) and hangup bot.replies (for a goodbye): one line each too
+    assert {l["stage"] for l in handled} == {"nlu", "dst", "policy", "dtmf", "hangup"}
     assert all(l["turn"] == 1 for l in handled)
 
 
@@ -65,5 +69,5 @@ async def test_at_info_each_stage_logs_one_line_per_caller_turn(text_pipeline, c
     mine = [l for l in lines if l.get("call_id") == "call-info"]
     assert mine and all(l["event"] == "turn handled" and l["level"] == "info" for l in mine)
     per_turn = sorted((l["turn"], l["stage"]) for l in mine)
-    assert per_turn == [(t, s) for t in (1, 2) for s in ("dst", "nlu", "policy")]
+    assert per_turn == [(t, s) for t in (1, 2) for s in ("dst", "dtmf", "hangup", "nlu", "policy")]
     assert all(isinstance(l["ms"], float) for l in mine)

@@ -14,6 +14,7 @@ from agent import events as ev
 from agent import topics
 from connectors.sip.agent import SipAgent, SipAgentConfig
 from connectors.threaded import ThreadedConnector
+from connectors.sip.peers import have
 from tests.test_sip_calls import RawPeer, log_events
 
 
@@ -88,25 +89,112 @@ async def test_when_the_caller_barges_in_the_bot_stops_within_200_ms(embedded_bu
         media.close()
 
 
+# A sipp caller whose SDP points its media at the test's own UDP socket (to time the packets):
+# INVITE, ACK, then it waits for the agent's BYE and answers it.
+UAC_WAITS_FOR_BYE = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="caller that waits for the agent's BYE">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:customer@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:customer@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 1 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio RTP_PORT RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true"/>
+  <send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:customer@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:customer@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv request="BYE" timeout="30000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+@pytest.mark.skipif(not have("sipp") or not have("espeak-ng"), reason="sipp / espeak-ng not installed")
 @pytest.mark.parametrize("threaded", [False, True], ids=["same-loop", "media-thread"])
-async def test_when_the_agent_ends_the_call_the_phone_gets_a_bye_after_the_goodbye(embedded_bus, threaded):
+async def test_a_caller_who_says_never_call_again_hears_the_goodbye_then_gets_a_bye_within_2_s(
+        embedded_bus, tmp_path, threaded):
+    """The real agent decides (NLU -> policy says goodbye, ends_call -> TTS speaks it -> the
+    connector reports it played -> the hangup stage ends the call -> BYE).  The test only plays
+    the caller: sipp for SIP, a socket for its RTP, and the caller's words as the ASR would
+    write them (the speech recogniser itself is tested in test_sip_speech_call.py)."""
+    from agent.pipeline import build_stage
+    from agent.settings import Settings
+    from agent.testing import running_pipeline
+    from connectors.sip.peers import Sipp
+
+    settings = Settings(silence_hangup_s=0)
+    stages = [build_stage(n, settings) for n in ("nlu", "dst", "policy", "tts", "hangup")]
     media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     media.bind(("127.0.0.1", 0))
+    scenario = tmp_path / "uac_wait_bye.xml"
+    scenario.write_text(UAC_WAITS_FOR_BYE.replace("RTP_PORT", str(media.getsockname()[1])))
     try:
-        async with sip_agent(embedded_bus, threaded) as agent:
-            peer, call_id, _ = await answered_call(agent, media)
-            receiving = asyncio.create_task(receive_rtp(media, time.monotonic() + 1.5))
-            for f in bot_frames(call_id, ev.new_event_id(), 25):  # "再见" 0.5 s
-                await embedded_bus.publish_event(topics.AUDIO_OUT, f)
-            await embedded_bus.publish_event(topics.CONTROL, ev.CallEnded(call_id=call_id, stage="policy", reason="bot_ended"))
-            bye = await asyncio.wait_for(peer.recv_request("BYE"), 3)
-            bye_at = time.monotonic()
-            assert peer.call_id in bye
+        async with running_pipeline(embedded_bus, settings, stages), sip_agent(embedded_bus, threaded) as agent:
+            host, port = agent.address
+            phone = asyncio.create_task(Sipp(tmp_path / "sipp").run(str(scenario), f"{host}:{port}", "-s", "sales",
+                                                                    limit_s=40))
+            for _ in range(100):
+                if agent.calls:
+                    break
+                await asyncio.sleep(0.05)
+            call_id = next(iter(agent.calls.values())).call_id
+            receiving = asyncio.create_task(receive_rtp(media, time.monotonic() + 30))
+            await embedded_bus.publish_event(topics.TRANSCRIPTS, ev.TranscriptFinal(
+                call_id=call_id, turn=1, stage="asr", text="别再给我打电话了"))
+            run = await phone
+            bye_at = time.monotonic()  # sipp exits right after answering the BYE: an upper bound
+            media.close()  # ends the receiver
             arrivals = await receiving
-            assert len(arrivals) == 25 and arrivals[-1] <= bye_at  # the goodbye played in full first
-            await asyncio.sleep(0.2)
-            assert not agent.calls
     finally:
         media.close()
-    ended = [e for e in log_events(embedded_bus, topics.CONTROL) if isinstance(e, ev.CallEnded)]
-    assert [e.stage for e in ended] == ["policy"]  # the connector did not announce a second end
+    assert run.returncode == 0, run.stderr[-2000:]
+    events = [e for e in log_events(embedded_bus, topics.CONTROL) + log_events(embedded_bus, topics.REPLIES)
+              if e.call_id == call_id]
+    goodbye = next(e for e in events if isinstance(e, ev.BotReply))
+    assert goodbye.ends_call and goodbye.action == "exit_do_not_call"
+    frames = [e for e in log_events(embedded_bus, topics.AUDIO_OUT) if isinstance(e, ev.AudioFrame)
+              and e.reply_event_id == goodbye.event_id]
+    assert len(arrivals) == len(frames) > 50  # the whole goodbye (seconds of speech) reached the phone
+    assert bye_at - arrivals[-1] <= 2.0, f"BYE {bye_at - arrivals[-1]:.2f} s after the last RTP packet"
+    played = [e for e in events if isinstance(e, ev.ReplyPlayed)]
+    ended = [e for e in events if isinstance(e, ev.CallEnded)]
+    assert [(p.reply_event_id, p.interrupted) for p in played] == [(goodbye.event_id, False)]
+    # one end, by the agent, on the goodbye; the connector did not announce a second one
+    assert [(e.stage, e.reason, e.reply_event_id) for e in ended] == [("hangup", "bot_ended", goodbye.event_id)]
+    print(f"BYE after last RTP: {(bye_at - arrivals[-1]) * 1000:.0f} ms (upper bound), goodbye {len(frames) * 20} ms")

@@ -88,24 +88,27 @@ async def test_an_alaw_caller_with_a_dtmf_key_press_is_understood(embedded_bus, 
                                                 stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
     text = (await dump.communicate())[0].decode()
     scenario.write_text(text.replace("pcap/", "/usr/share/sip-tester/").replace('milliseconds="8000"', 'milliseconds="2500"'))
-    dtmf: list[str] = []
-    async with running_pipeline(embedded_bus, stages=[EchoStage()]):
+    from agent.pipeline import build_stage
+    from agent.settings import Settings
+
+    keys_understood = [build_stage(n, Settings()) for n in ("dtmf", "dst", "policy")]  # "1" = demo_request
+    async with running_pipeline(embedded_bus, stages=[EchoStage(), *keys_understood]):
         async with SipAgent(embedded_bus, SipAgentConfig(port=0)) as agent:
             host, port = agent.address
-            original = agent._answer
-
-            async def spy(leg):  # record what the media layer decoded, as the log line does
-                await original(leg)
-                call = agent.calls[leg.call_id]
-                call.media._on_dtmf = lambda d, _dur: dtmf.append(d)
-
-            agent.uas.on_invite = lambda leg: agent._spawn(spy(leg))
             run = await Sipp(tmp_path / "sipp").run(str(scenario), f"{host}:{port}", "-s", "sales", limit_s=20)
             assert run.returncode == 0, run.stderr[-2000:]
             await asyncio.sleep(0.3)
-    started = [e for e in log_events(embedded_bus, topics.CONTROL) if isinstance(e, ev.CallStarted)]
+    control = log_events(embedded_bus, topics.CONTROL)
+    started = [e for e in control if isinstance(e, ev.CallStarted)]
     assert started[0].metadata["codec"] == "PCMA"
-    assert dtmf[:1] == ["1"]
+    # the key press is an event of the call on call.control (the dtmf stage reads it from there)
+    keys = [e for e in control if isinstance(e, ev.CallDtmf)]
+    assert [(k.call_id, k.digit, k.source) for k in keys] == [(started[0].call_id, "1", "rtp")]
+    assert keys[0].duration_ms > 0
+    understood = [e for e in log_events(embedded_bus, topics.NLU) if e.caused_by == keys[0].event_id]
+    assert [[i.name for i in u.intents] for u in understood] == [["demo_request"]]
+    replies = [e for e in log_events(embedded_bus, topics.REPLIES) if e.call_id == keys[0].call_id]
+    assert len(replies) == 1 and replies[0].text  # the bot answered the key as it would the words
     frames = log_events(embedded_bus, topics.AUDIO_IN)
     assert len(frames) >= 100  # 2.5 s of the capture reached audio.in as mu-law
 

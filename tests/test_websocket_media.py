@@ -188,3 +188,57 @@ def test_the_protocol_codecs_round_trip():
     assert Twilio.parse(Twilio.media("MZ", b"\x01\x02") | {"event": "media"}).payload == b"\x01\x02"
     assert Telnyx.parse({"event": "dtmf", "dtmf": {"digit": "#"}}).name == "#"
     assert Twilio.parse({"event": "something-new"}).kind == "ignored"
+
+
+def _start(provider: str, stream: str) -> list[dict]:
+    if provider == "twilio":
+        return twilio_messages(stream, b"")
+    return [{"event": "connected", "version": "1.0.0"},
+            {"event": "start", "sequence_number": "1", "stream_id": stream,
+             "start": {"call_control_id": "v3:key", "from": "+8613800000000", "to": "+8610000000",
+                       "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}]
+
+
+def _dtmf(provider: str, stream: str, digit: str) -> dict:
+    if provider == "twilio":
+        return {"event": "dtmf", "streamSid": stream, "sequenceNumber": "5",
+                "dtmf": {"track": "inbound_track", "digit": digit}}
+    return {"event": "dtmf", "stream_id": stream, "dtmf": {"digit": digit}}
+
+
+@pytest.mark.skipif(not have("espeak-ng"), reason="espeak-ng not installed")
+@pytest.mark.parametrize("provider", ["twilio", "telnyx"])
+async def test_a_caller_who_presses_9_hears_the_goodbye_and_the_agent_closes_the_stream(embedded_bus, provider):
+    """The key press goes through the real stages (dtmf map: 9 = do_not_call -> policy goodbye ->
+    espeak-ng), the goodbye streams back, and only after its last frame does the agent hang up:
+    the stream closes with 1000 and the reason (neither protocol has an in-band hang-up message)."""
+    from agent.pipeline import build_stage
+    from agent.settings import Settings
+
+    settings = Settings(silence_hangup_s=0)
+    stages = [build_stage(n, settings) for n in ("dtmf", "dst", "policy", "tts", "hangup")]
+    got: list[dict] = []
+    async with running_pipeline(embedded_bus, settings, stages):
+        cfg = MediaStreamConfig(provider=provider, port=0, token=TOKEN)
+        async with MediaStreamServer(embedded_bus, cfg) as server:
+            host, port = server.address
+            async with connect(f"ws://{host}:{port}/media?token={TOKEN}") as ws:
+                for m in _start(provider, "MZ9"):
+                    await ws.send(json.dumps(m))
+                await ws.send(json.dumps(_dtmf(provider, "MZ9", "9")))
+                async with asyncio.timeout(30):
+                    async for raw in ws:  # ends when the agent closes the stream
+                        got.append(json.loads(raw))
+                code, reason = ws.close_code, ws.close_reason
+    assert (code, reason) == (1000, "call ended by agent: bot_ended")
+    control = log_events(embedded_bus, topics.CONTROL)
+    keys = [e for e in control if isinstance(e, ev.CallDtmf)]
+    assert [(k.digit, k.source) for k in keys] == [("9", provider)]
+    goodbye = [e for e in log_events(embedded_bus, topics.REPLIES) if e.call_id == keys[0].call_id][-1]
+    assert goodbye.ends_call and goodbye.action == "exit_do_not_call"
+    frames = [e for e in log_events(embedded_bus, topics.AUDIO_OUT)
+              if isinstance(e, ev.AudioFrame) and e.reply_event_id == goodbye.event_id]
+    media = [m for m in got if m["event"] == "media"]
+    assert len(media) == len(frames) > 50  # the whole goodbye was streamed before the close
+    ended = [e for e in control if isinstance(e, ev.CallEnded)]
+    assert [(e.stage, e.reply_event_id) for e in ended] == [("hangup", goodbye.event_id)]

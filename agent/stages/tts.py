@@ -1,4 +1,5 @@
-"""TTS stage: bot.replies -> audio.out (20 ms 8 kHz mu-law frames tagged with the reply id).
+"""TTS stage: bot.replies -> audio.out (20 ms 8 kHz mu-law frames tagged with the reply id, then
+a ReplyAudioEnd that says where the reply's audio ends).
 
 The reply is split into sentences (CJK punctuation) and synthesised chunk by chunk.  A BargeIn
 on call.control marks the reply as interrupted: nothing more of it is synthesised (a reply
@@ -44,11 +45,11 @@ class TtsStage(Stage):
         if isinstance(event, ev.BargeIn) and event.reply_event_id:
             st.interrupted.add(event.reply_event_id)
             return []
-        if not isinstance(event, ev.BotReply) or not event.text.strip():
+        if not isinstance(event, ev.BotReply):
             return []
         out: list[Emit] = []
         index = 0
-        for chunk in split_sentences(event.text):
+        for chunk in split_sentences(event.text) if event.text.strip() else []:
             if event.event_id in st.interrupted:
                 break
             try:
@@ -62,4 +63,8 @@ class TtsStage(Stage):
                     reply_event_id=event.event_id, payload=payload,
                 )))
                 index += 1
+        # Where the reply ends (even a silent or interrupted one): the connector reports when
+        # it has played up to here, and only then may the agent hang up after a goodbye.
+        end = self.make(ev.ReplyAudioEnd, event, ctx, index, reply_event_id=event.event_id, frames=index)
+        out.append(Emit(topics.AUDIO_OUT, end))
         return out

@@ -6,7 +6,9 @@ Topics (PREFIX defaults to "dianxiao/edge"):
                               schema (call.started, transcript.final, call.ended, ...)
     PREFIX/{device}/commands  agent -> device: {"type": "say", "text": ...} for each bot reply,
                               {"type": "stop_audio"} on barge-in, {"type": "hangup"} when the
-                              agent ends the call
+                              agent ends the call (after the goodbye's `say`: a text-mode
+                              device speaks it, then hangs up; an audio-mode device reports
+                              call.reply_played and the agent ends the call after that)
     PREFIX/{device}/errors    agent -> device: why a message was refused
 
 A refused message is never lost: it goes to the dead-letter topic with the reason and the raw
@@ -37,6 +39,8 @@ DEVICE_EVENT_TOPICS = {
     "call.started": topics.CONTROL,
     "call.ended": topics.CONTROL,
     "call.barge_in": topics.CONTROL,
+    "call.dtmf": topics.CONTROL,  # a key pressed on the device's keypad
+    "call.reply_played": topics.CONTROL,  # an audio-mode device finished playing a reply
     "audio.frame": topics.AUDIO_IN,
     "transcript.partial": topics.TRANSCRIPTS,
     "transcript.final": topics.TRANSCRIPTS,
@@ -89,7 +93,8 @@ def command_for(event: Any) -> dict[str, Any] | None:
     if isinstance(event, ev.BargeIn):
         return {"type": "stop_audio", "call_id": event.call_id}
     if isinstance(event, ev.CallEnded):
-        return {"type": "hangup", "call_id": event.call_id, "reason": event.reason}
+        return {"type": "hangup", "call_id": event.call_id, "reason": event.reason,
+                "reply_event_id": event.reply_event_id}
     return None
 
 

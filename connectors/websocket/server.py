@@ -74,14 +74,20 @@ class _StreamSink:
         self.out.put_nowait(json.dumps(self.provider.clear(self.stream_id)))  # the provider drops its buffer
         return dropped
 
+    def mark(self, on_reached) -> None:  # type: ignore[no-untyped-def]
+        self.pacer.mark(on_reached)
+
     async def hangup(self, reason: str) -> None:
+        # Neither Twilio's nor Telnyx's stream protocol has a hang-up message: closing the
+        # stream is how the agent hangs up in-band (with <Connect><Stream> and nothing after it
+        # in the TwiML, Twilio then ends the call); the provider's REST hang-up is not called.
         self.hangup_reason = reason
 
         async def close_after_playout() -> None:
             await self.pacer.drain()
             while not self.out.empty():
                 await asyncio.sleep(0.02)
-            await self.ws.close(1000, "call ended by agent")
+            await self.ws.close(1000, f"call ended by agent: {reason}"[:120])
 
         asyncio.create_task(close_after_playout())
 
@@ -196,8 +202,9 @@ class MediaStreamServer:
                         del pending[:FRAME]
                         frame_index += 1
                     await self.bridge.caller_audio(call_id, frames)
-                elif event.kind == "dtmf":
+                elif event.kind == "dtmf" and call_id is not None:
                     log.info("DTMF", call_id=call_id, digit=event.name)
+                    await self.bridge.dtmf(call_id, str(event.name), 0, self.provider.name)
                 elif event.kind == "mark":
                     log.debug("provider played up to mark", call_id=call_id, mark=event.name)
                 elif event.kind == "stop":
