@@ -111,6 +111,22 @@ class Bus(ABC):
     async def read_range(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
         """Records with start <= offset < end, outside any group (used to rebuild state)."""
 
+    # --- per-call state snapshots of a consumer group (agent/runner.py) --------------------
+
+    @abstractmethod
+    async def save_snapshots(self, group: str, items: Iterable[tuple[int, str, bytes | None]]) -> None:
+        """Store (partition, call id, snapshot) for the group; None deletes the call's snapshot.
+        The partition is the one the call's inputs are on, so a member that is assigned that
+        partition finds the snapshot."""
+
+    @abstractmethod
+    async def load_snapshots(
+        self, group: str, partitions: Iterable[int], since: float = 0.0
+    ) -> dict[str, tuple[int, bytes]]:
+        """The latest snapshot of every call on these partitions: call id -> (partition, data).  `since` (Unix seconds) lets
+        a transport skip snapshots written before it: the runner passes the idle timeout's
+        horizon, as an older snapshot belongs to a call it would expire anyway."""
+
     async def topic_partitions(self, topic: str) -> list[TopicPartition]:
         return [(topic, p) for p in range(self.partitions)]
 

@@ -5,14 +5,23 @@ group in one file, with no server to start; a restarted process reopens the file
 group resumes from its committed offset.  Consumer groups are coordinated in-process: members
 of one group split the partitions round-robin and a member that leaves hands its partitions
 to the others, which resume from the group's committed offset (at-least-once).
+
+Several processes may share one log file (a stage here, the caller or the console there), but
+a consumer group lives in one process: each process holds a lease row per group it consumes
+as (`group_leases`), and a second process that tries to join the same group is refused with a
+one-line BusError, rather than both reading every partition and answering every call twice.
+A lease of a process that died (its pid is gone, or its heartbeat is stale) is taken over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +39,15 @@ CREATE TABLE IF NOT EXISTS commits (
     PRIMARY KEY (grp, topic, partition)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS group_leases (
+    grp TEXT NOT NULL, owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, beat REAL NOT NULL,
+    PRIMARY KEY (grp, owner)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    grp TEXT NOT NULL, call_id TEXT NOT NULL, partition INTEGER NOT NULL, data BLOB NOT NULL, ts REAL NOT NULL,
+    PRIMARY KEY (grp, call_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS snapshots_by_partition ON snapshots (grp, partition);
 """
 
 
@@ -44,6 +62,22 @@ def open_log_db(path: str | Path) -> sqlite3.Connection:
     db.execute("PRAGMA busy_timeout=5000")
     db.executescript(_SCHEMA)
     return db
+
+
+#: a lease whose heartbeat is older than this is stale (a process on another host, or a pid reused)
+LEASE_S = 120.0
+#: how often a consuming process renews its leases
+BEAT_S = 10.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Group:
@@ -61,6 +95,10 @@ class EmbeddedBus(Bus):
         self._member_ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self.partitions = partitions
+        # This bus object is one "process" for the leases (a test may open two over one file).
+        self._owner = uuid.uuid4().hex
+        self._host = socket.gethostname()
+        self._last_beat = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -178,10 +216,81 @@ class EmbeddedBus(Bus):
                 [(group, t, p, o) for (t, p), o in offsets.items()],
             )
 
+    # --- snapshots ---------------------------------------------------------------------
+
+    async def save_snapshots(self, group: str, items: Iterable[tuple[int, str, bytes | None]]) -> None:
+        items = list(items)
+        if not items:
+            return
+        now = time.time()
+        try:
+            with self.db:
+                self.db.executemany(
+                    "INSERT INTO snapshots VALUES (?,?,?,?,?) ON CONFLICT(grp, call_id)"
+                    " DO UPDATE SET partition=excluded.partition, data=excluded.data, ts=excluded.ts",
+                    [(group, c, p, d, now) for p, c, d in items if d is not None],
+                )
+                self.db.executemany("DELETE FROM snapshots WHERE grp=? AND call_id=?",
+                                    [(group, c) for _, c, d in items if d is None])
+        except sqlite3.Error as exc:
+            raise BusError(f"embedded log: saving state snapshots of {group} failed: {exc}") from exc
+
+    async def load_snapshots(
+        self, group: str, partitions: Iterable[int], since: float = 0.0
+    ) -> dict[str, tuple[int, bytes]]:
+        out: dict[str, tuple[int, bytes]] = {}
+        for p in set(partitions):
+            rows = self.db.execute(
+                "SELECT call_id, data FROM snapshots WHERE grp=? AND partition=? AND ts>=?", (group, p, since)
+            ).fetchall()
+            out.update((c, (p, bytes(d))) for c, d in rows)
+        return out
+
     # --- group membership --------------------------------------------------------------
+
+    def _claim(self, group: str) -> None:
+        """Take this process's lease on `group`, or refuse if another live process holds one."""
+        db, now = self.db, time.time()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for owner, pid, host, beat in db.execute(
+                    "SELECT owner, pid, host, beat FROM group_leases WHERE grp=? AND owner<>?", (group, self._owner)
+                ).fetchall():
+                    alive = now - beat < LEASE_S and (host != self._host or _pid_alive(pid))
+                    if alive:
+                        raise BusError(
+                            f"consumer group {group!r} already runs in another process (pid {pid} on {host}) "
+                            f"on the embedded log {self.path}",
+                            hint="the embedded bus keeps a group in one process: stop that one, or run the "
+                            "stages on Kafka (--bus kafka://HOST:PORT) to scale a stage over processes",
+                        )
+                    db.execute("DELETE FROM group_leases WHERE grp=? AND owner=?", (group, owner))
+                db.execute("INSERT OR REPLACE INTO group_leases VALUES (?,?,?,?,?)",
+                           (group, self._owner, os.getpid(), self._host, now))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise BusError(f"embedded log: taking the lease of group {group!r} failed: {exc}") from exc
+
+    def _release(self, group: str) -> None:
+        if self._db is not None:
+            with self._db:
+                self._db.execute("DELETE FROM group_leases WHERE grp=? AND owner=?", (group, self._owner))
+
+    def _beat(self) -> None:
+        now = time.time()
+        if now - self._last_beat >= BEAT_S and self._db is not None:
+            self._last_beat = now
+            with self._db:
+                self._db.execute("UPDATE group_leases SET beat=? WHERE owner=?", (now, self._owner))
 
     async def _join(self, member: "EmbeddedConsumer") -> None:
         async with self._lock:
+            if member.group not in self._groups or not self._groups[member.group].members:
+                self._claim(member.group)
             group = self._groups.setdefault(member.group, _Group(member.group))
             group.members.append(member)
             await self._rebalance(group)
@@ -192,6 +301,8 @@ class EmbeddedBus(Bus):
             if group is None or member not in group.members:
                 return
             group.members.remove(member)
+            if not group.members:
+                self._release(member.group)
             await self._rebalance(group)
 
     async def _rebalance(self, group: _Group) -> None:
@@ -252,6 +363,7 @@ class EmbeddedConsumer(Consumer):
         if not self._joined:
             raise BusError("consumer is not started")
         deadline = time.monotonic() + timeout_ms / 1000
+        self.bus._beat()
         while True:
             wake = self.bus._wakeup
             records = await self.bus._fetch(dict(self._positions), max_records)

@@ -11,8 +11,11 @@ same partition numbers of every topic it reads, so a call's control events and i
 transcripts meet in one member), and rebalances reported through the Consumer's
 `on_assign`/`on_revoke` so the runner rebuilds per-call state for the partitions it gained.
 
-A broker that goes away is a `BusError` after `broker_timeout_s`, never a hang: every call
-that talks to the broker is bounded, and an idle consumer probes the cluster now and then.
+A broker that goes away for a while is ridden out: publishing, committing, saving snapshots and
+fetching retry with backoff (the runner keeps its batch in hand meanwhile, and commits after
+its outputs are published) for up to `outage_s`; repeats this causes carry the same event ids
+and are dropped downstream.  Only a broker gone for longer is a `BusError`, never a hang: every
+single call to the broker is bounded by `broker_timeout_s`.
 """
 
 from __future__ import annotations
@@ -21,14 +24,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition as KTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RecordTooLargeError
+
+#: errors that waiting will not fix
+_NOT_TRANSIENT = (CommitFailedError, IllegalStateError, RecordTooLargeError)
 
 from agent import topics as topic_names
 from agent.bus.base import Bus, BusError, Consumer, Record, TopicPartition
@@ -54,6 +60,7 @@ class KafkaBus(Bus):
         broker_timeout_s: float = 30.0,
         consumer_options: dict[str, Any] | None = None,
         create_topics: Iterable[str] = topic_names.ALL,
+        outage_s: float = 120.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.partitions = partitions
@@ -61,6 +68,8 @@ class KafkaBus(Bus):
         self.topic_prefix = topic_prefix
         self.replication = replication
         self.broker_timeout_s = broker_timeout_s
+        #: how long a running stage rides out an unreachable broker before giving up
+        self.outage_s = max(outage_s, broker_timeout_s)
         # Group timing (session_timeout_ms, heartbeat_interval_ms, rebalance_timeout_ms, ...):
         # aiokafka's defaults suit production; tests shorten them so rebalances take ~1 s.
         # fetch_max_wait_ms: Apache Kafka answers a fetch as soon as data arrives, but Tansu
@@ -100,6 +109,25 @@ class KafkaBus(Bus):
                            hint=BROKER_HINT) from None
         except KafkaError as exc:
             raise BusError(f"Kafka at {self.bootstrap}: {what} failed: {_describe(exc)}", hint=BROKER_HINT) from exc
+
+    async def _riding_out(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` (each try bounded) until it succeeds or the broker was unreachable for
+        `outage_s`.  For idempotent-by-id work only: a retried publish may land twice."""
+        started = time.monotonic()
+        delay = 0.2
+        while True:
+            try:
+                return await self._bounded(what, attempt(), min(self.broker_timeout_s, 10.0))
+            except BusError as exc:
+                if isinstance(exc.__cause__, _NOT_TRANSIENT):
+                    raise
+                down = time.monotonic() - started
+                if down >= self.outage_s:
+                    raise BusError(f"Kafka at {self.bootstrap}: {what}: broker unreachable for {down:.0f}s ({exc})",
+                                   hint=BROKER_HINT) from exc
+                log.warning("Kafka broker unreachable; retrying", what=what, for_s=round(down, 1), error=str(exc)[:200])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -153,7 +181,7 @@ class KafkaBus(Bus):
             raise BusError("Kafka bus is not started")
         return self._producer
 
-    async def ensure_topics(self, topics: Iterable[str]) -> None:
+    async def ensure_topics(self, topics: Iterable[str], configs: dict[str, str] | None = None) -> None:
         """Create missing topics with `partitions` partitions (existing ones are left alone)."""
         wanted = [t for t in dict.fromkeys(topics) if t not in self._known_topics]
         if not wanted:
@@ -162,7 +190,8 @@ class KafkaBus(Bus):
             wanted = [t for t in wanted if t not in self._known_topics]
             if not wanted or self._admin is None:
                 return
-            new = [NewTopic(self.physical(t), self.partitions, self.replication) for t in wanted]
+            new = [NewTopic(self.physical(t), self.partitions, self.replication, topic_configs=configs or {})
+                   for t in wanted]
             resp = await self._bounded("creating topics", self._admin.create_topics(new))
             for name, code, message in _topic_errors(resp):
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
@@ -187,7 +216,7 @@ class KafkaBus(Bus):
             futures = [await producer.send(self.physical(t), v, key=k.encode()) for t, k, v in batch]
             await asyncio.gather(*futures)
 
-        await self._bounded(f"publishing {len(batch)} record(s)", send_all())
+        await self._riding_out(f"publishing {len(batch)} record(s)", send_all)
 
     # --- consume -----------------------------------------------------------------------
 
@@ -263,6 +292,62 @@ class KafkaBus(Bus):
         async with self._reader_lock:
             await self._bounded(f"reading {tp[0]}[{tp[1]}] {start}..{end}", read())
         return out
+
+    # --- snapshots: one compacted topic per group, keyed by call id -----------------------
+
+    @staticmethod
+    def snapshot_topic(group: str) -> str:
+        return f"_snapshots.{group}"
+
+    async def save_snapshots(self, group: str, items: Iterable[tuple[int, str, bytes | None]]) -> None:
+        batch = list(items)
+        if not batch:
+            return
+        producer = self._started()
+        topic = self.snapshot_topic(group)
+        # Compaction keeps the latest snapshot per call and drops deleted calls (None is a
+        # tombstone).  A broker that does not compact (Tansu) keeps them all: load_snapshots
+        # then starts at the idle horizon instead of the beginning.
+        await self.ensure_topics([topic], configs={"cleanup.policy": "compact"})
+
+        async def send_all() -> None:
+            # The partition is the call's input partition, so whoever is assigned that partition
+            # of the inputs reads this partition of the snapshots.
+            futures = [await producer.send(self.physical(topic), d, key=c.encode(), partition=p) for p, c, d in batch]
+            await asyncio.gather(*futures)
+
+        await self._riding_out(f"saving {len(batch)} snapshot(s) of {group}", send_all)
+
+    async def load_snapshots(
+        self, group: str, partitions: Iterable[int], since: float = 0.0
+    ) -> dict[str, tuple[int, bytes]]:
+        topic = self.snapshot_topic(group)
+        await self.ensure_topics([topic], configs={"cleanup.policy": "compact"})
+        out: dict[str, tuple[int, bytes]] = {}
+        for p in sorted(set(partitions)):
+            tp = (topic, p)
+            end = await self.end_offset(tp)
+            start = await self._offset_at(tp, since) if since > 0 else 0
+            for rec in await self.read_range(tp, start, end):
+                if rec.value:
+                    out[rec.key] = (p, rec.value)
+                else:
+                    out.pop(rec.key, None)
+        return out
+
+    async def _offset_at(self, tp: TopicPartition, when: float) -> int:
+        """First offset written at or after `when` (ListOffsets by timestamp); 0 if the broker
+        cannot tell, the end if nothing was written since."""
+        reader = self._reader_or_fail()
+        ktp = self._ktp(tp)
+        try:
+            async with self._reader_lock:
+                found = await self._bounded("finding offsets by time", reader.offsets_for_times({ktp: int(when * 1000)}))
+        except BusError as exc:
+            log.debug("offsets by time unavailable; reading snapshots from the start", error=str(exc))
+            return 0
+        hit = found.get(ktp)
+        return int(hit.offset) if hit is not None else await self.end_offset(tp)
 
     async def topic_partitions(self, topic: str) -> list[TopicPartition]:
         await self.ensure_topics([topic])
@@ -415,7 +500,11 @@ class KafkaConsumer(Consumer):
         try:
             got = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
-            raise BusError(f"Kafka at {self.bus.bootstrap}: fetch failed: {_describe(exc)}", hint=BROKER_HINT) from exc
+            # aiokafka reconnects by itself; the outage clock below decides when to give up.
+            log.warning("Kafka fetch failed", bootstrap=self.bus.bootstrap, error=_describe(exc))
+            got = {}
+            self._down_since = self._down_since or time.monotonic()
+            self._last_probe = 0.0
         records = [self.bus._record(m) for msgs in got.values() for m in msgs]
         if records:
             self._down_since = None
@@ -427,14 +516,14 @@ class KafkaConsumer(Consumer):
 
     async def _check_broker(self, consumer: AIOKafkaConsumer) -> None:
         """aiokafka retries forever on its own; we ask for metadata now and then while idle
-        and give up with a BusError once the broker was unreachable for broker_timeout_s."""
-        limit = self.bus.broker_timeout_s
+        and give up with a BusError once the broker was unreachable for `outage_s`."""
+        limit = self.bus.outage_s
         now = time.monotonic()
-        if now - self._last_probe < min(5.0, limit / 3):
+        if now - self._last_probe < min(5.0, self.bus.broker_timeout_s / 3):
             return
         self._last_probe = now
         try:
-            async with asyncio.timeout(min(5.0, limit)):
+            async with asyncio.timeout(min(5.0, self.bus.broker_timeout_s)):
                 await consumer.topics()
             self._down_since = None
         except (KafkaError, TimeoutError) as exc:
@@ -452,7 +541,7 @@ class KafkaConsumer(Consumer):
         mine = {self.bus._ktp(tp): o for tp, o in offsets.items() if tp in self._assigned}
         try:
             if mine:
-                await self.bus._bounded(f"committing offsets of {self.group}", consumer.commit(mine))
+                await self.bus._riding_out(f"committing offsets of {self.group}", lambda: consumer.commit(mine))
         except BusError as exc:
             if isinstance(exc.__cause__, (CommitFailedError, IllegalStateError)):
                 # The partitions moved to another member meanwhile: it re-reads from the last

@@ -69,6 +69,14 @@ class AsrStage(Stage):
     def new_state(self, call_id: str) -> CallTranscripts:
         return CallTranscripts()
 
+    # A snapshot keeps the turn and the last partial only: the decode caches are an optimisation,
+    # and a final whose partial was decoded before a restart is simply decoded again.
+    def dump_state(self, state: CallTranscripts) -> dict[str, Any]:
+        return {"turn": state.turn, "last_partial": state.last_partial}
+
+    def load_state(self, call_id: str, data: dict[str, Any]) -> CallTranscripts:
+        return CallTranscripts(turn=int(data["turn"]), last_partial=str(data["last_partial"]))
+
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
         if not isinstance(event, ev.SpeechSegment):
             return []

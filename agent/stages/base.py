@@ -2,14 +2,19 @@
 
 A stage never does I/O itself.  It receives one event and the call's state, and returns the
 events to publish.  The runner (agent/runner.py) does the bus work: decoding, dead letters,
-de-duplication, committing, and rebuilding state from the log after a restart by feeding the
-already-committed inputs back through `handle` with the outputs thrown away.  That only works
-if `handle` depends on nothing but (event, state, the stage's configuration): keep it so.
+de-duplication, committing, and keeping each open call's state as a snapshot (after every batch,
+before its offsets are committed), so that a restarted stage carries on from the snapshot and
+never re-handles old inputs.  `dump_state` / `load_state` turn a call's state into JSON and
+back; the defaults cover None, pydantic models, lists/dicts and dataclasses of those (sets
+become sorted lists), using `new_state` as the template.  A stage whose state holds things that
+should not be stored (audio buffers, model caches) overrides them and keeps what it needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,15 +23,47 @@ from pydantic import BaseModel
 from agent import events as ev
 
 
+#: event ids a call remembers for de-duplication.  Repeats come from an upstream stage that
+#: re-handled its last uncommitted batch (at most a few hundred records across all calls), so
+#: the most recent ids of one call are enough, and a long call's memory stays bounded.
+SEEN_PER_CALL = 256
+
+
+class RecentIds:
+    """A set of the most recent `limit` ids (oldest forgotten first)."""
+
+    __slots__ = ("_ids", "limit")
+
+    def __init__(self, ids: Iterable[str] = (), limit: int = SEEN_PER_CALL) -> None:
+        self.limit = limit
+        self._ids: dict[str, None] = {}
+        for i in ids:
+            self.add(i)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._ids)
+
+    def add(self, item: str) -> None:
+        self._ids[item] = None
+        if len(self._ids) > self.limit:
+            del self._ids[next(iter(self._ids))]
+
+
 @dataclass
 class CallContext:
-    """Per-call state a stage keeps between events; rebuilt from the log on restart."""
+    """Per-call state a stage keeps between events; kept as a snapshot by the runner."""
 
     call_id: str
     state: Any = None
     seq: int = 0
     turn: int = 0
-    seen: set[str] = field(default_factory=set)
+    seen: RecentIds = field(default_factory=RecentIds)
     ended: bool = False
 
 
@@ -49,6 +86,14 @@ class Stage(ABC):
     def new_state(self, call_id: str) -> Any:
         return None
 
+    def dump_state(self, state: Any) -> Any:
+        """The call's state as JSON-able data for its snapshot (see the module docstring)."""
+        return to_jsonable(state)
+
+    def load_state(self, call_id: str, data: Any) -> Any:
+        """The inverse of `dump_state`."""
+        return from_jsonable(self.new_state(call_id), data)
+
     @abstractmethod
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
         """React to one event of this call.  May update ctx.state; returns events to publish."""
@@ -68,3 +113,47 @@ class Stage(ABC):
             caused_by=cause.event_id,
             **fields,
         )
+
+
+# --- default state <-> JSON, typed by the stage's own fresh state ---------------------------
+
+
+def to_jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (set, frozenset)):
+        return sorted(to_jsonable(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    # Say which stage state cannot be stored, rather than storing something that cannot come back.
+    raise TypeError(f"cannot snapshot a {type(value).__name__}: override Stage.dump_state/load_state")
+
+
+def from_jsonable(template: Any, data: Any) -> Any:
+    """Rebuild a value shaped like `template` (a fresh state) from `to_jsonable` output."""
+    if data is None:
+        return None
+    if isinstance(template, BaseModel):
+        return type(template).model_validate(data)
+    if dataclasses.is_dataclass(template) and not isinstance(template, type):
+        for f in dataclasses.fields(template):
+            if f.name in data:
+                setattr(template, f.name, from_jsonable(getattr(template, f.name), data[f.name]))
+        return template
+    if isinstance(template, (set, frozenset)):
+        return type(template)(data)
+    if isinstance(template, tuple):
+        return tuple(data)
+    if isinstance(template, bool) or template is None:
+        return data
+    if isinstance(template, (int, float, str)):
+        return type(template)(data)
+    if isinstance(template, (list, dict)):
+        return data
+    return data

@@ -12,6 +12,7 @@ bot is talking: caller speech that starts then is a barge-in.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,32 @@ class VadStage(Stage):
 
     def new_state(self, call_id: str) -> CallAudio:
         return CallAudio(ring=SampleRing(self.ring_samples))
+
+    # A snapshot keeps the call's clocks, counters and turn-taking state, not its audio: storing
+    # up to a minute of PCM per batch would cost more than it saves.  After a restart the ring
+    # holds silence where the lost audio was, Silero and the resampler start fresh (Silero is
+    # reset after every 2 s of quiet anyway), and no model runs on old audio.
+    _SNAPSHOT_FIELDS = ("next_frame", "caller_turns", "samples_scored", "bad_frames", "late_frames",
+                        "bot_reply", "bot_start_ms", "bot_until_ms")
+
+    def dump_state(self, state: CallAudio) -> dict[str, Any]:
+        turn = {f.name: getattr(state.turn, f.name) for f in dataclasses.fields(state.turn)}
+        turn["phase"] = state.turn.phase.value
+        return {**{k: getattr(state, k) for k in self._SNAPSHOT_FIELDS}, "turn": turn,
+                "barged": sorted(state.barged), "last_partial": state.last_partial}
+
+    def load_state(self, call_id: str, data: dict[str, Any]) -> CallAudio:
+        st = self.new_state(call_id)
+        for k in self._SNAPSHOT_FIELDS:
+            setattr(st, k, data[k])
+        turn = dict(data["turn"])
+        turn["phase"] = type(st.turn.phase)(turn["phase"])
+        st.turn = TurnState(**turn)
+        st.barged = set(data["barged"])
+        st.last_partial = tuple(data["last_partial"]) if data["last_partial"] else None  # type: ignore[assignment]
+        # The next audio lands right after what was scored: the ring's sample clock goes on.
+        st.ring.total = st.samples_scored
+        return st
 
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
         st: CallAudio = ctx.state
