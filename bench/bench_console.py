@@ -199,6 +199,11 @@ def main() -> None:
     emit("call_page_p95", pct(server, 95), "ms", calls=args.calls, bar_ms=200)
     emit("call_page_client_p95", pct(wall, 95), "ms", calls=args.calls)
 
+    # the review queue over every turn (unreviewed first, by priority), first page and a deep one
+    server = [timed(client, url)[0] for url in ("/queue", "/queue?page=20", "/queue?all=1") * 20]
+    emit("queue_page_p50", pct(server, 50), "ms", calls=args.calls)
+    emit("queue_page_p95", pct(server, 95), "ms", calls=args.calls)
+
     server = [timed(client, "/dashboard")[0] for _ in range(5)]
     emit("dashboard_median", statistics.median(server), "ms", calls=args.calls)
     con.log.close()

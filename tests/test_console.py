@@ -258,7 +258,23 @@ def test_a_replay_with_the_same_versions_shows_every_output_unchanged(console, r
     data = {"csrf": csrf_of(page), "stage_nlu": "1", "stage_dst": "1", "stage_policy": "1"}
     r = client.post(f"/calls/{recorded.demo_call}/replay", data=data)
     assert "<b>0</b> of 15 outputs changed" in r.text
-    assert "年费" in r.text  # recorded vs replayed side by side, readable Chinese
+    assert "every output the same as recorded" in r.text and "<ins>" not in r.text
+
+
+def test_a_replay_with_another_playbook_shows_only_the_changed_fields_highlighted(console, recorded):
+    client = login(console, "rita")
+    page = client.get(f"/calls/{recorded.demo_call}").text
+    data = {"csrf": csrf_of(page), "stage_dst": "1", "stage_policy": "1", "playbook": "industrial_software"}
+    r = client.post(f"/calls/{recorded.demo_call}/replay", data=data)
+    changed = int(re.search(r"<b>(\d+)</b> of \d+ outputs changed", r.text).group(1))
+    assert changed > 0
+    table = r.text[r.text.index('id="replay-diff"'):]
+    rows = re.findall(r'<tr class="changed">', table)
+    # one row per changed field, each with something marked removed or added
+    assert len(rows) >= changed
+    assert table.count("<del>") + table.count("<ins>") >= len(rows) // 2
+    assert "<code>text</code>" in table or "<code>action</code>" in table  # the reply's changed field by name
+    assert '"schema_version"' not in table and "<pre>" not in table  # no raw JSON dump of whole outputs
 
 
 # --- labels and their export ------------------------------------------------------------------
@@ -274,10 +290,10 @@ def test_corrections_export_as_nlu_and_asr_training_data(console, recorded, tmp_
     client = login(console, "rita")
     # Monday: a reviewer corrects what the caller said in turn 1 and what they meant, and
     # confirms turn 2 as recorded.
-    _label(client, recorded.audio_call, 1, transcript=recorded.clip_texts[0], intents="ask_detail, other",
+    _label(client, recorded.audio_call, 1, transcript=recorded.clip_texts[0], intents="feature_inquiry, other",
            entities="product=cloud_server; concurrency=500")
     _label(client, recorded.audio_call, 2, confirmed="1")
-    _label(client, recorded.demo_call, 3, intents="price_inquiry, discount_request")
+    _label(client, recorded.demo_call, 3, intents="price_inquiry, price_objection")
     history = console.labels.history(recorded.audio_call, 1)
     assert history[-1].author == "rita" and history[-1].created_at > 0
     # Tuesday: the export is training data in the pipelines' formats.
@@ -289,7 +305,7 @@ def test_corrections_export_as_nlu_and_asr_training_data(console, recorded, tmp_
     by_text = {l["text"]: l for l in lines}
     first = by_text[recorded.clip_texts[0]]
     assert first == {
-        "text": recorded.clip_texts[0], "intents": ["ask_detail", "other"],
+        "text": recorded.clip_texts[0], "intents": ["feature_inquiry", "other"],
         "entities": [{"type": "product", "value": "cloud_server"}, {"type": "concurrency", "value": 500}],
         "context": [],
     }
@@ -297,7 +313,7 @@ def test_corrections_export_as_nlu_and_asr_training_data(console, recorded, tmp_
     assert second["context"] == [recorded.clip_texts[0]]  # the corrected text, not the ASR's
     assert second["intents"] == ["other"]
     demo = by_text["那这个的年费是多少？"]
-    assert demo["intents"] == ["price_inquiry", "discount_request"] and len(demo["context"]) == 2
+    assert demo["intents"] == ["price_inquiry", "price_objection"] and len(demo["context"]) == 2
     assert set(first) == {"text", "intents", "entities", "context"}
 
     asr_dir = tmp_path / "asr"
@@ -313,7 +329,7 @@ def test_corrections_export_as_nlu_and_asr_training_data(console, recorded, tmp_
 def test_the_dashboard_measures_asr_and_intents_on_labelled_turns(console, recorded):
     client = login(console, "rita")
     _label(client, recorded.audio_call, 1, transcript=recorded.clip_texts[0], intents="not_interested")
-    _label(client, recorded.audio_call, 2, intents="complaint")
+    _label(client, recorded.audio_call, 2, intents="price_objection")
     page = client.get("/dashboard").text
     assert page.count("<svg class=\"chart\"") >= 4
     # One dropped character in 12 -> CER 8.3%; 1 of 2 intent sets right -> 50%.
@@ -345,3 +361,233 @@ def test_names_and_numbers_are_masked_in_what_a_viewer_reads():
     assert "李经理" not in masked and "138****5678" in masked and "*经理" in masked
     assert mask_caller("+8613812345678") == "138****5678"
     assert "12345" not in mask_caller("sip:12345@pbx")
+
+
+# --- labels from the taxonomy (issue 19) --------------------------------------------------------
+
+
+def test_a_label_with_an_intent_outside_the_taxonomy_is_refused_with_its_name(console, recorded):
+    client = login(console, "rita")
+    page = client.get(f"/calls/{recorded.audio_call}").text
+    r = client.post(f"/calls/{recorded.audio_call}/turns/1/label",
+                    data={"csrf": csrf_of(page), "intents": ["price_inquiry", "not_a_real_intent"]})
+    assert r.status_code == 422 and "not_a_real_intent" in r.text and "not saved" in r.text
+    r = client.post(f"/calls/{recorded.audio_call}/turns/1/label",
+                    data={"csrf": csrf_of(page), "entity_type": ["product", "colour"], "entity_value": ["crm", "red"]})
+    assert r.status_code == 422 and "colour" in r.text
+    r = client.post(f"/calls/{recorded.audio_call}/turns/1/label",
+                    data={"csrf": csrf_of(page), "entity_type": ["system"], "entity_value": ["SAP_HANA"]})
+    assert r.status_code == 422 and "SAP_HANA" in r.text
+    r = client.post(f"/calls/{recorded.audio_call}/turns/1/label",
+                    data={"csrf": csrf_of(page), "entity_type": ["concurrency"], "entity_value": ["lots"]})
+    assert r.status_code == 422 and "lots" in r.text
+    assert console.labels.latest_for_call(recorded.audio_call) == {}  # nothing of the above was kept
+    # The form's pickers offer exactly the taxonomy's intents and entity types.
+    assert page.count('<select name="intents" multiple') == 2
+    assert '<option value="do_not_call"' in page and '<option value="not_a_real_intent"' not in page
+    assert '<datalist id="entity-values">' in page and '<option value="cloud_server" label="product">' in page
+    # Picked from the multi-select and slot rows: saved, ints as ints, blank rows skipped.
+    r = client.post(f"/calls/{recorded.audio_call}/turns/1/label", follow_redirects=False, data={
+        "csrf": csrf_of(page), "intents": ["price_inquiry", "feature_inquiry"], "slots_set": "1",
+        "entity_type": ["product", "concurrency", ""], "entity_value": ["cloud_server", "500", ""]})
+    assert r.status_code == 303
+    label = console.labels.latest_for_call(recorded.audio_call)[1]
+    assert label.intents == ["price_inquiry", "feature_inquiry"]
+    assert [(e.type, e.value) for e in label.entities] == [("product", "cloud_server"), ("concurrency", 500)]
+
+
+def test_an_old_label_with_an_unknown_intent_is_neither_exported_nor_counted(console, recorded):
+    from agent.labels import TurnLabel
+
+    # saved before names were checked (straight into the store, as the old form allowed)
+    console.labels.add(TurnLabel(call_id=recorded.audio_call, turn=1, intents=["not_a_real_intent"], author="old"))
+    client = login(console, "rita")
+    exported = client.get("/labels/export", params={"kind": "nlu"}).text
+    assert "not_a_real_intent" not in exported
+    assert "1 labels (saved before names were checked)" in client.get("/labels").text
+    dash = client.get("/dashboard").text
+    assert "intent accuracy on 0 labelled turns" in dash and "1 old labels" in dash
+
+
+def test_a_label_import_refuses_unknown_names_line_by_line_and_keeps_the_rest(console, recorded):
+    client = login(console, "rita")
+    page = client.get("/labels").text
+    lines = [
+        json.dumps({"call_id": recorded.audio_call, "turn": 1, "intents": ["price_inquiry"]}),
+        json.dumps({"call_id": recorded.audio_call, "turn": 2, "intents": ["not_a_real_intent"]}),
+        "{broken",
+        json.dumps({"call_id": recorded.demo_call, "turn": 1, "entities": [{"type": "feature", "value": "warp_drive"}]}),
+        json.dumps({"call_id": recorded.demo_call, "turn": 2, "intents": ["callback_request"],
+                    "entities": [{"type": "callback_time", "value": "tomorrow 10:00"}]}),
+    ]
+    r = client.post("/labels/import", data={"csrf": csrf_of(page)},
+                    files={"file": ("labels.jsonl", "\n".join(lines).encode(), "application/x-ndjson")})
+    assert r.status_code == 200
+    assert "imported <b>2</b> labels" in r.text
+    assert "line 2" in r.text and "not_a_real_intent" in r.text
+    assert "line 3" in r.text and "line 4" in r.text and "warp_drive" in r.text
+    assert console.labels.latest_for_call(recorded.audio_call)[1].author == "rita"
+    assert 2 not in console.labels.latest_for_call(recorded.audio_call)
+
+
+# --- review queue, latency, CER, whole-call audio --------------------------------------------
+
+
+def test_the_review_queue_puts_unreviewed_risky_turns_first(console, recorded):
+    client = login(console, "rita")
+    page = client.get("/queue").text
+    items = re.findall(r'<code>([^<]+)</code> · turn (\d+)</a>', page)
+    assert (recorded.audio_call, "1") in items and (recorded.demo_call, "1") in items
+    # turn 1 of the audio call: ASR confidence 0.71 -> low confidence, ahead of confident turns
+    assert "low confidence" in page
+    first_call, first_turn = items[0]
+    assert "reason-low_confidence" in page.split("</li>")[0] or "reason-dnc" in page.split("</li>")[0]
+    _label(client, first_call, int(first_turn), confirmed="1")
+    after = re.findall(r'<code>([^<]+)</code> · turn (\d+)</a>', client.get("/queue").text)
+    assert (first_call, first_turn) not in after and len(after) == len(items) - 1
+    assert (first_call, first_turn) in re.findall(r'<code>([^<]+)</code> · turn (\d+)</a>', client.get("/queue?all=1").text)
+
+
+def test_every_stage_latency_is_indexed_and_marked_as_including_bus_wait(console, recorded):
+    client = login(console, "rita")
+    listing = client.get("/calls").text
+    row = listing[listing.index(f"/calls/{recorded.audio_call}\""):].split("</tr>")[0]
+    for stage in ("vad", "asr", "nlu", "dst", "policy", "tts"):
+        assert f"{stage} " in row, stage
+    assert "incl. bus wait" in listing
+    assert recorded.audio_call in client.get("/calls", params={"stage": "asr", "over_ms": "0"}).text
+    assert recorded.demo_call not in client.get("/calls", params={"stage": "asr", "over_ms": "0"}).text
+    assert "No calls match" in client.get("/calls", params={"stage": "tts", "over_ms": "60000"}).text
+    page = client.get(f"/calls/{recorded.audio_call}").text
+    assert "stage-asr" in page and "stage-tts" in page and "incl. bus wait" in page
+
+
+def test_asr_cer_is_measured_on_audio_calls_only(console, recorded):
+    client = login(console, "rita")
+    # a text call's turn confirmed as typed: no ASR was involved, so no CER yet
+    _label(client, recorded.demo_call, 1, confirmed="1")
+    page = client.get("/dashboard").text
+    assert '<div class="card kpi" id="kpi-cer"><b>n/a</b>' in page
+    _label(client, recorded.audio_call, 1, transcript=recorded.clip_texts[0])
+    assert "8.3%" in client.get("/dashboard").text  # 1 dropped character of 12, on the audio turn only
+
+
+def test_the_whole_call_is_one_stereo_wav_with_peaks_and_turn_marks(console, recorded):
+    client = login(console, "vic")
+    wav = client.get(f"/calls/{recorded.audio_call}/audio/call.wav")
+    assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
+    with wave.open(BytesIO(wav.content)) as w:
+        assert w.getnchannels() == 2 and w.getframerate() == 16000
+        frames = w.readframes(w.getnframes())
+    import numpy as np
+
+    x = np.frombuffer(frames, dtype="<i2").reshape(-1, 2)
+    caller, bot = np.abs(x[:, 0]).astype(int), np.abs(x[:, 1]).astype(int)
+    peaks = client.get(f"/calls/{recorded.audio_call}/audio/peaks.json").json()
+    marks = peaks["turns"]
+    assert [(m["turn"], m["who"]) for m in marks] == [(1, "caller"), (1, "bot"), (2, "caller"), (2, "bot")]
+    for m in marks:
+        a, b = int(m["start_s"] * 16000), int(m["end_s"] * 16000)
+        own, other = (caller, bot) if m["who"] == "caller" else (bot, caller)
+        assert own[a:b].max() > 1000  # the speaker is heard in their own channel ...
+    bot1 = next(m for m in marks if m == marks[1])
+    assert bot.max() > 1000 and caller[int(bot1["start_s"] * 16000) : int(bot1["end_s"] * 16000)].max() < 200  # ... not the other's
+    assert abs((marks[1]["end_s"] - marks[1]["start_s"]) - 1.2) < 0.05  # the 1.2 s reply
+    assert marks[3]["end_s"] - marks[3]["start_s"] < 0.7  # barge-in: cut where the caller spoke (640 ms)
+    assert len(peaks["caller"]) == len(peaks["bot"]) <= 600 and len(json.dumps(peaks)) < 20_000
+    assert ("vic", "play", recorded.audio_call, "whole call") in [
+        (a.username, a.action, a.call_id, a.detail) for a in console.store.audit_log()]
+    assert client.get(f"/calls/{recorded.demo_call}/audio/call.wav").status_code == 404  # text call
+    assert 'id="waveform"' in client.get(f"/calls/{recorded.audio_call}").text
+    assert 'id="waveform"' not in client.get(f"/calls/{recorded.demo_call}").text
+
+
+# --- hardening: parameters, login throttling, headers --------------------------------------------
+
+
+@pytest.mark.parametrize("params", [
+    {"page": "1e20"}, {"page": "0"}, {"page": "-3"}, {"page": "99999999999999999999"}, {"per_page": "100000"},
+    {"over_ms": "nan"}, {"over_ms": "-5"}, {"over_ms": "1e400"}, {"stage": "nlu;drop"}, {"page": "abc"},
+])
+def test_a_bad_query_parameter_is_a_422_that_names_it_never_a_500(console, params):
+    client = login(console, "rita")
+    r = client.get("/calls", params=params)
+    assert r.status_code == 422, (params, r.status_code)
+    name = next(iter(params))
+    assert f"{name}:" in r.text and "<html" in r.text
+    assert client.get("/queue", params={"page": "1e20"}).status_code == 422
+    assert client.get("/calls/x/turns/1e20/caller.wav").status_code == 422
+
+
+def test_empty_filter_fields_from_the_form_are_not_errors(console, recorded):
+    client = login(console, "rita")
+    r = client.get("/calls", params={"stage": "", "over_ms": "", "page": "", "campaign": ""})
+    assert r.status_code == 200 and recorded.audio_call in r.text
+
+
+def _attempt(client, username, password):
+    page = client.get("/login").text
+    token = re.search(r'name="token" value="([^"]+)"', page).group(1)
+    return client.post("/login", data={"username": username, "password": password, "token": token}, follow_redirects=False)
+
+
+def test_wrong_passwords_meet_a_growing_delay_then_a_lockout_all_in_the_audit_log(console):
+    now = [1_000_000.0]
+    console.throttle.clock = lambda: now[0]
+    client = TestClient(create_app(console))
+    for _ in range(3):  # the first few mistakes cost nothing
+        assert "error=bad" in _attempt(client, "ada", "wrong").headers["location"]
+    r = _attempt(client, "ada", PASSWORD)  # right password, but too soon after the third failure
+    assert r.status_code == 429 and "wait" in r.text and int(r.headers["retry-after"]) >= 1
+    waits = []
+    for _ in range(7):  # each failure doubles the wait before the next try
+        wait = console.throttle.check("ada", "testclient").wait_s
+        waits.append(round(wait))
+        now[0] += wait + 0.01
+        assert "error=bad" in _attempt(client, "ada", "wrong").headers["location"]
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
+    now[0] += 60
+    r = _attempt(client, "ada", PASSWORD)  # 10 failures: locked out, even with the password
+    assert r.status_code == 429 and "locked" in r.text
+    actions = [a.action for a in console.store.audit_log(100)]
+    assert actions.count("login_failed") == 10 and actions.count("login_locked") == 1 and "login_throttled" in actions
+    now[0] += 901
+    assert _attempt(client, "ada", PASSWORD).headers["location"] == "/calls"  # the lockout ends
+
+
+def test_one_address_spraying_many_user_names_is_throttled_too(console):
+    now = [2_000_000.0]
+    console.throttle.clock = lambda: now[0]
+    client = TestClient(create_app(console))
+    for name in ("u1", "u2", "u3"):
+        _attempt(client, name, "guess")
+    r = _attempt(client, "u4", "guess")
+    assert r.status_code == 429
+    assert "address testclient" in console.store.audit_log(1)[0].detail
+
+
+def test_the_throttle_delays_double_up_to_a_cap():
+    from agent.console.throttle import LoginThrottle
+    import sqlite3 as _sq
+
+    t = LoginThrottle(_sq.connect(":memory:"), free=2, base_delay_s=0.5, max_delay_s=4, lock_after=6, clock=lambda: 0.0)
+    assert [t.delay_after(n) for n in range(7)] == [0, 0, 0.5, 1.0, 2.0, 4.0, 4.0]
+    for _ in range(5):
+        assert not t.failed("bob", "10.0.0.1").locked
+    assert t.failed("bob", "10.0.0.1").locked
+    assert t.check("bob", "10.0.0.2").locked  # the user is locked from any address
+    t.succeeded("bob")
+    assert t.check("carol", "10.0.0.1").locked  # a success does not clear the address
+
+
+def test_every_reply_carries_a_strict_content_security_policy(console):
+    client = TestClient(create_app(console))
+    for r in (client.get("/login"), client.get("/calls", follow_redirects=False), client.get("/static/console.css")):
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "same-origin"
+    templates = Path(__file__).resolve().parents[1] / "agent" / "console" / "templates"
+    for t in templates.glob("*.html"):
+        html = t.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), t.name  # no inline script
+        assert not re.search(r"\son[a-z]+=", html) and "style=" not in html, t.name  # no inline handlers/styles

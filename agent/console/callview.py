@@ -9,6 +9,7 @@ from typing import Any
 from agent import events as ev
 from agent import topics
 from agent.calllog import CallLog
+from agent.console.latency import StageTime, stage_times
 from agent.console.privacy import NAME_ENTITY_TYPES, mask_caller, mask_text
 from agent.labels import TurnLabel
 from agent.replay import dict_diff
@@ -16,6 +17,8 @@ from agent.replay import dict_diff
 _VIEW_TOPICS = (
     topics.CONTROL, topics.SPEECH, topics.TRANSCRIPTS, topics.NLU, topics.DIALOGUE, topics.REPLIES, topics.DEAD_LETTERS,
 )
+# audio.out is read apart, decoded only for tts's time to first frame (a frame's payload is
+# never needed here)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class TurnView:
     action: str | None = None
     barge_in: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+    times: dict[str, StageTime] = field(default_factory=dict)
     dead_letters: list[str] = field(default_factory=list)
     errors: list[ErrorRow] = field(default_factory=list)
     caller_audio: bool = False
@@ -63,6 +67,7 @@ class CallView:
     turns: list[TurnView]
     errors: list[ErrorRow]
     max_turn_latency: float
+    has_audio: bool = False
 
 
 def build_call_view(log: CallLog, call_id: str, labels: dict[int, TurnLabel], mask: bool) -> CallView | None:
@@ -81,7 +86,6 @@ def build_call_view(log: CallLog, call_id: str, labels: dict[int, TurnLabel], ma
     ).fetchone() is not None
     if not events and not errors:
         return None
-    by_id = {e.event_id: e for e in events}
     turns: dict[int, TurnView] = {}
     started = ended = None
     names: set[str] = set()
@@ -93,9 +97,6 @@ def build_call_view(log: CallLog, call_id: str, labels: dict[int, TurnLabel], ma
         t = tv(e.turn)
         if t.started_at is None or e.ts_wall < t.started_at:
             t.started_at = e.ts_wall
-        cause = by_id.get(e.caused_by) if e.caused_by else None
-        if cause is not None and e.stage != "caller":
-            t.latency_ms[e.stage] = round((e.ts_wall - cause.ts_wall) * 1000, 2)
         if isinstance(e, ev.CallStarted):
             started = e
         elif isinstance(e, ev.CallEnded):
@@ -121,6 +122,11 @@ def build_call_view(log: CallLog, call_id: str, labels: dict[int, TurnLabel], ma
             t.barge_in = f"caller spoke over the bot after {e.heard_ms} ms"
         elif isinstance(e, ev.DeadLetter):
             t.dead_letters.append(f"{e.source_topic}: {e.reason}" + (f" — {e.raw[:200]}" if e.raw else ""))
+    out_frames = _first_frames(log, call_id) if has_out else []
+    for n, stages in stage_times(events + out_frames).items():
+        t = tv(n)
+        t.times = stages
+        t.latency_ms = {s: st.ms for s, st in stages.items()}
     if has_in:
         for t in turns.values():
             t.caller_audio = t.caller_audio or (t.turn > 0 and t.caller_text is not None)
@@ -148,7 +154,23 @@ def build_call_view(log: CallLog, call_id: str, labels: dict[int, TurnLabel], ma
             t.slot_changes = [mask_text(c, names) or "" for c in t.slot_changes]
     caller = started.caller if started else None
     longest = max((sum(t.latency_ms.values()) for t in visible), default=0.0)
-    return CallView(call_id, started, ended, mask_caller(caller) if mask else caller, visible, call_level, longest)
+    has_audio = has_in or has_out or any(t.caller_audio for t in visible)
+    return CallView(call_id, started, ended, mask_caller(caller) if mask else caller, visible, call_level, longest, has_audio)
+
+
+def _first_frames(log: CallLog, call_id: str) -> list[Any]:
+    """The first audio.out frame of each reply (tts's time to first audio)."""
+    seen: set[str | None] = set()
+    out = []
+    for _, _, value, _ in log.rows(call_id, (topics.AUDIO_OUT,)):
+        try:
+            e = ev.decode(bytes(value))
+        except ev.EventError:
+            continue
+        if isinstance(e, ev.AudioFrame) and e.reply_event_id not in seen:
+            seen.add(e.reply_event_id)
+            out.append(e)
+    return out
 
 
 def _slots(state: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import numpy as np
 from agent import events as ev
 from agent import topics
 from agent.calllog import BadRow, CallLog, build_turns
+from agent.console.latency import stage_times
 from agent.console.store import transaction
 
 _SCHEMA = """
@@ -34,25 +35,48 @@ CREATE TABLE IF NOT EXISTS call_intents (
     call_id TEXT NOT NULL, intent TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (call_id, intent)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS call_intents_by_intent ON call_intents (intent, call_id);
+-- every stage's latency per turn (vad, asr, nlu, dst, policy, tts, ...); handle_ms only when the
+-- event recorded the stage's own time (else ms includes bus wait, see latency.py)
 CREATE TABLE IF NOT EXISTS turn_latency (
-    call_id TEXT NOT NULL, started_at REAL, turn INTEGER NOT NULL, stage TEXT NOT NULL, ms REAL NOT NULL
+    call_id TEXT NOT NULL, started_at REAL, turn INTEGER NOT NULL, stage TEXT NOT NULL, ms REAL NOT NULL,
+    handle_ms REAL
 );
 CREATE INDEX IF NOT EXISTS turn_latency_by_call ON turn_latency (call_id);
+-- one row per caller turn, for the review queue
+CREATE TABLE IF NOT EXISTS turn_index (
+    call_id TEXT NOT NULL, turn INTEGER NOT NULL, started_at REAL, text TEXT, asr_confidence REAL,
+    top_score REAL, decided_by TEXT, intents TEXT NOT NULL, action TEXT, has_speech INTEGER NOT NULL,
+    max_ms REAL NOT NULL, priority INTEGER NOT NULL, reasons TEXT NOT NULL, PRIMARY KEY (call_id, turn)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS turn_index_queue ON turn_index (priority DESC, started_at DESC);
 CREATE TABLE IF NOT EXISTS index_marks (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)
 ) WITHOUT ROWID;
 """
 
 #: bump when the index tables change shape: an older index is dropped and rebuilt from the log
-INDEX_VERSION = "2"
-_INDEX_TABLES = ("call_index", "call_text", "call_intents", "turn_latency", "index_marks")
+INDEX_VERSION = "3"
+_INDEX_TABLES = ("call_index", "call_text", "call_intents", "turn_latency", "turn_index", "index_marks")
 
 #: end reasons that count as a call that ran to its natural end
 COMPLETED_REASONS = ("hangup", "bot_ended", "completed")
 
+# speech.segments and audio.out too: vad, asr and tts latency are measured on them (audio.in is
+# not read: 50 frames a second, and no stage's latency ends on it)
 _INDEX_TOPICS = (
-    topics.CONTROL, topics.TRANSCRIPTS, topics.NLU, topics.DIALOGUE, topics.REPLIES, topics.DEAD_LETTERS,
+    topics.CONTROL, topics.SPEECH, topics.TRANSCRIPTS, topics.NLU, topics.DIALOGUE, topics.REPLIES,
+    topics.AUDIO_OUT, topics.DEAD_LETTERS,
 )
+
+# --- the review queue's order: what most needs a reviewer's ear comes first -------------------
+#: a final transcript the recogniser was unsure of
+LOW_ASR_CONFIDENCE = 0.8
+#: a top intent score the understander was unsure of
+LOW_INTENT_SCORE = 0.6
+#: a stage that took this long on a turn (incl. bus wait) is worth a look
+LONG_STAGE_MS = 1000.0
+#: weight of each reason; a turn's priority is the sum (DNC is a compliance risk: first)
+REASONS = {"dnc": 8, "low_confidence": 4, "long_latency": 2, "rule_decided": 1}
 
 SORTS = {
     "started": "started_at",
@@ -102,8 +126,50 @@ class CallFilter:
     descending: bool = True
 
 
-def summarise_call(call_id: str, events: list[Any]) -> tuple[IndexedCall, Counter[str], list[tuple[int, str, float]]]:
-    """Pure: one call's index row, intent counts and per-turn latencies from its events."""
+@dataclass
+class TurnRow:
+    """One caller turn as the review queue sees it."""
+
+    call_id: str
+    turn: int
+    started_at: float | None
+    text: str | None
+    asr_confidence: float | None
+    top_score: float | None
+    decided_by: str | None
+    intents: list[str]
+    action: str | None
+    has_speech: bool
+    max_ms: float
+    reasons: list[str]
+    reviewed: bool = False
+    campaign: str | None = None
+
+    @property
+    def priority(self) -> int:
+        return sum(REASONS[r] for r in self.reasons)
+
+
+def turn_reasons(t: TurnRow) -> list[str]:
+    """Pure: why a turn deserves review (keys of REASONS), most serious first."""
+    out = []
+    if "do_not_call" in t.intents or (t.action or "") == "exit_do_not_call":
+        out.append("dnc")
+    if (t.asr_confidence is not None and t.asr_confidence < LOW_ASR_CONFIDENCE) or (
+        t.top_score is not None and t.top_score < LOW_INTENT_SCORE
+    ):
+        out.append("low_confidence")
+    if t.max_ms > LONG_STAGE_MS:
+        out.append("long_latency")
+    if t.decided_by == "rule":
+        out.append("rule_decided")
+    return out
+
+
+def summarise_call(
+    call_id: str, events: list[Any]
+) -> tuple[IndexedCall, Counter[str], list[tuple[int, str, float, float | None]], list[TurnRow]]:
+    """Pure: one call's index row, intent counts, per-turn stage latencies and turn rows."""
     row = IndexedCall(call_id, None, None, None, None, None, None, None, None, 0, "", "", {}, 0, 0, False)
     texts: list[str] = []
     dialects: set[str] = set()
@@ -131,16 +197,29 @@ def summarise_call(call_id: str, events: list[Any]) -> tuple[IndexedCall, Counte
             intents.update(i.name for i in e.intents)
         elif isinstance(e, ev.DeadLetter):
             row.dead_letters += 1
-    latencies: list[tuple[int, str, float]] = []
+    latencies: list[tuple[int, str, float, float | None]] = []
+    times = stage_times([e for e in events if not isinstance(e, BadRow)])
+    for turn, stages in times.items():
+        for st in stages.values():
+            latencies.append((turn, st.stage, st.ms, st.handle_ms))
+            row.latency[st.stage] = max(row.latency.get(st.stage, 0.0), st.ms)
+    speech_turns = {e.turn for e in events if isinstance(e, ev.SpeechSegment)}
+    turn_rows = []
     for t in build_turns(events):
-        for stage, ms in t.latency_ms.items():
-            latencies.append((t.turn, stage, ms))
-            row.latency[stage] = max(row.latency.get(stage, 0.0), ms)
+        if t.turn <= 0:
+            continue
+        tr = TurnRow(
+            call_id, t.turn, row.started_at, t.caller_text, t.asr_confidence,
+            max((s for _, s in t.intents), default=None), t.nlu_decided_by, [n for n, _ in t.intents], t.action,
+            t.turn in speech_turns, max((s.ms for s in times.get(t.turn, {}).values()), default=0.0), [],
+        )
+        tr.reasons = turn_reasons(tr)
+        turn_rows.append(tr)
     row.transcript = "\n".join(texts)
     row.dialects = " ".join(sorted(dialects))
     row.completed = row.end_reason in COMPLETED_REASONS
     row.intents = sorted(intents)
-    return row, intents, latencies
+    return row, intents, latencies, turn_rows
 
 
 class CallIndex:
@@ -193,9 +272,10 @@ class CallIndex:
         return len(changed)
 
     def _reindex(self, log: CallLog, call_id: str) -> None:
-        row, intents, latencies = summarise_call(call_id, log.events(call_id, only=_INDEX_TOPICS, with_bad=True))
+        row, intents, latencies, turn_rows = summarise_call(call_id, log.events(call_id, only=_INDEX_TOPICS, with_bad=True))
         self.db.execute("DELETE FROM call_intents WHERE call_id=?", (call_id,))
         self.db.execute("DELETE FROM turn_latency WHERE call_id=?", (call_id,))
+        self.db.execute("DELETE FROM turn_index WHERE call_id=?", (call_id,))
         self.db.execute("DELETE FROM call_text WHERE call_id=?", (call_id,))
         if row.started_at is None and not row.turns and not row.transcript and not row.dead_letters:
             # Audio frames of a call whose control events have not arrived yet: nothing to list.
@@ -212,7 +292,16 @@ class CallIndex:
         self.db.execute("INSERT INTO call_text VALUES (?,?)", (call_id, row.transcript))
         self.db.executemany("INSERT INTO call_intents VALUES (?,?,?)", [(call_id, k, v) for k, v in intents.items()])
         self.db.executemany(
-            "INSERT INTO turn_latency VALUES (?,?,?,?,?)", [(call_id, row.started_at, t, s, ms) for t, s, ms in latencies]
+            "INSERT INTO turn_latency VALUES (?,?,?,?,?,?)",
+            [(call_id, row.started_at, t, s, ms, h) for t, s, ms, h in latencies],
+        )
+        self.db.executemany(
+            "INSERT INTO turn_index VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (t.call_id, t.turn, t.started_at, t.text, t.asr_confidence, t.top_score, t.decided_by,
+                 json.dumps(t.intents), t.action, int(t.has_speech), t.max_ms, t.priority, json.dumps(t.reasons))
+                for t in turn_rows
+            ],
         )
 
     # --- reading -----------------------------------------------------------------------
@@ -271,6 +360,36 @@ class CallIndex:
             "dialect": sorted(dialects),
             "stage": col("SELECT DISTINCT j.key FROM call_index, json_each(call_index.latency) j ORDER BY 1"),
         }
+
+    # --- review queue ------------------------------------------------------------------
+
+    def queue(self, limit: int, offset: int, include_reviewed: bool = False) -> tuple[list[TurnRow], int]:
+        """Caller turns, unreviewed first, then by priority (sum of REASONS), newest first."""
+        reviewed = "EXISTS(SELECT 1 FROM labels l WHERE l.call_id=t.call_id AND l.turn=t.turn)"
+        where = "" if include_reviewed else f"WHERE NOT {reviewed}"
+        (total,) = self.db.execute(f"SELECT COUNT(*) FROM turn_index t {where}").fetchone()
+        rows = self.db.execute(
+            f"SELECT t.call_id, t.turn, t.started_at, t.text, t.asr_confidence, t.top_score, t.decided_by,"
+            f" t.intents, t.action, t.has_speech, t.max_ms, t.reasons, {reviewed}, c.campaign"
+            f" FROM turn_index t JOIN call_index c ON c.call_id=t.call_id {where}"
+            # (unreviewed only: no need to sort by it, and the queue index then serves the order)
+            f" ORDER BY {reviewed + ', ' if include_reviewed else ''}t.priority DESC, t.started_at DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        ).fetchall()
+        out = [
+            TurnRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], bool(r[9]), r[10],
+                    json.loads(r[11]), bool(r[12]), r[13])
+            for r in rows
+        ]
+        return out, int(total)
+
+    def speech_turns(self) -> set[tuple[str, int]]:
+        """(call, turn) pairs whose caller spoke audio (a speech segment): where ASR CER means something."""
+        return {(c, t) for c, t in self.db.execute("SELECT call_id, turn FROM turn_index WHERE has_speech=1")}
+
+    def handle_known(self) -> bool:
+        """Whether any indexed latency is a stage's own handling time (else all include bus wait)."""
+        return self.db.execute("SELECT 1 FROM turn_latency WHERE handle_ms IS NOT NULL LIMIT 1").fetchone() is not None
 
     # --- dashboard ---------------------------------------------------------------------
 
