@@ -7,12 +7,13 @@ too (the policy runs each turn), because "这个版本" can only be resolved aga
 
 Joint goal accuracy: the share of scripts whose every expected slot matches the state at the end
 (slots the script does not mention are not judged).  Lists compare as sets; numbers as numbers;
-ids case-insensitively; an expected `product` that names a version (saas_pro) also matches the
+ids case-insensitively and without spaces; an expected `product` that names a version (saas_pro) also matches the
 version the caller settled on by reference ("这个版本")."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,18 +93,24 @@ def run_script(script: Script, understander: Understander, playbook: Playbook) -
     return state, latencies
 
 
+def _norm(value: Any) -> str:
+    """A value as the labelling guide writes it: lower-case, no spaces (4核8G = 4核8g)."""
+    return re.sub(r"\s+", "", str(value)).lower()
+
+
 def slot_matches(slot: str, want: Any, state: DialogueState) -> bool:
     key = _SLOT_ALIASES.get(slot, slot)
     have = state.value(key)
     if key in ("features", "systems"):
         wants = want if isinstance(want, list) else [want]
-        return sorted(str(v).lower() for v in have or []) == sorted(str(v).lower() for v in wants)
+        # a set: the same category twice ("OTHER", "OTHER" for two unnamed systems) is one
+        return {_norm(v) for v in have or []} == {_norm(v) for v in wants}
     if want is None:
         return have is None
     if isinstance(want, bool) or not isinstance(want, (int, float)):
-        if have is not None and str(have).lower() == str(want).lower():
+        if have is not None and _norm(have) == _norm(want):
             return True
-        return key == "product" and str(state.value("plan") or "").lower() == str(want).lower()
+        return key == "product" and _norm(state.value("plan") or "") == _norm(want)
     try:
         return have is not None and float(have) == float(want)
     except (TypeError, ValueError):

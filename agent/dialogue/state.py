@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.dialogue.numbers import numbers_in, quantities_in
+from agent.dialogue.values import canonical_entities
 from agent.events import Entity, NluResult
 
 # Intents that carry a task the caller wants done (they go on the stack);
@@ -42,9 +43,14 @@ SIZING_FEATURES = frozenset({"concurrency"})
 STACK_LIMIT = 5
 HISTORY_LIMIT = 40
 
-_NEGATION_BEFORE = re.compile(r"(不要|不用|不需要|不想要|取消|去掉|去除|别要|不考虑|用不着|不必|删掉|拿掉|免了|算了)[^，,。！!？?；;]{0,6}$")
+# Mandarin and the dialect forms of the corpus (唔要/唔使 Cantonese, 覅/勿要 Wu, 不整/不弄 south-west)
+_NEGATION_BEFORE = re.compile(
+    r"(不要|不用|不需要|不想要|取消|去掉|去除|别要|不考虑|用不着|不必|删掉|拿掉|免了|算了|唔要|唔使|唔洗|唔需要|覅|勿要|"
+    r"先不(要|整|弄|搞|上|买)|不整|不弄|不搞)[^，,。！!？?；;]{0,6}$"
+)
 _NEGATION_AFTER = re.compile(
-    r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算了|去掉|取消|就免了|不用了|先不要|不考虑了"
+    r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算了|去掉|取消|就免了|不用了|先不要|不考虑了|用不着|用勿着|用唔着"
+    r"|唔要|唔使|唔洗|覅|勿要|先不(要|整|弄|搞|上|买)|不整了|不弄了|不搞了|就算了"
     r"|不(用|要|需要|必)(对接|集成|接入|打通|加|买|备份|做)了?)"
 )
 _TIME_WORDS = re.compile(
@@ -56,7 +62,9 @@ _TIME_WORDS = re.compile(
 _HYPOTHETICAL = re.compile(r"(如果|要是|假如|假设|万一).{0,12}(呢|的话|多少|怎么算)")
 # "那专业版呢" / "换成企业版": the same question about another thing
 _ELLIPSIS = re.compile(r"(呢[?？]?$|换成|改成|换个|换一个|那.{1,8}[?？]$)")
-_CORRECTION = re.compile(r"(不是|不对|说错了|搞错了|改成|换成|改为|改一下|更正)")
+_CORRECTION = re.compile(r"(不是|不对|说错了|搞错了|改成|换成|改为|改一下|更正|唔系|唔啱|勿是|勿对|弗是|弗对)")
+# "不是X" in the dialects of the corpus (Cantonese 唔系, Wu 勿是/弗是)
+_NOT_CUES = ("不是", "唔系", "勿是", "弗是")
 _DEMONSTRATIVE = re.compile(r"(刚才|刚刚|之前|前面|上一个|原来|最开始)?(那个|这个|这款|那款|这套|那套|这种|那种|该|它)")
 _EARLIER = ("刚才", "刚刚", "之前", "前面", "上一个", "原来", "最开始")
 
@@ -154,7 +162,8 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
         intents = [i for i in intents if i != "purchase_intent"] + (["price_inquiry"] if "price_inquiry" not in intents else [])
 
     correction = bool(_CORRECTION.search(text))
-    entities = _context_entities(s, text, _clean(nlu.entities), intents)
+    entities = canonical_entities(_clean(nlu.entities), text, s.value("product"))
+    entities = _context_entities(s, text, entities, intents)
     if correction:
         entities = _bare_correction(s, text, entities)
     for etype, group in _group(entities).items():
@@ -199,6 +208,11 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
     active = tasks + digression
     if goal is not None and not any(t in GOAL_INTENTS for t in tasks) and goal not in active:
         active = active + [goal]
+    # a refusal stays the caller's answer to the call (guide, decision 19): not_interested /
+    # do_not_call said earlier remain active after later turns
+    for refusal in ("not_interested", "do_not_call"):
+        if refusal not in active and any(refusal in h.intents for h in s.history):
+            active.append(refusal)
     s.active_intents = list(dict.fromkeys(active))
 
     # Signals about the caller.
@@ -311,6 +325,8 @@ def _span(e: Entity, text: str) -> tuple[int, int]:
 
 
 def _negated(e: Entity, text: str) -> bool:
+    if e.negated:
+        return True  # the NLU read it as dropped or refused (不要异地备份了)
     start, end = _span(e, text)
     if start < 0:
         # no position: the whole utterance must be a negation about this value
@@ -336,7 +352,7 @@ def _update_single(
     s: DialogueState, etype: str, group: list[Entity], text: str, turn: int, conf: float, correction: bool
 ) -> None:
     # "不是1000，是2000并发": the value that is not itself negated wins; with several, the last.
-    kept = [e for e in group if not _after(text, e, "不是") and not _negated(e, text)]
+    kept = [e for e in group if not _denied(text, e, group) and not _negated(e, text)]
     source = "context" if any(getattr(e, "text", None) == "__context__" for e in group) else "caller"
     if kept:
         value = kept[-1].value
@@ -382,6 +398,19 @@ def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, t
         s.slot_history.append(SlotChange(slot=key, old=s.value(key), new=[], turn=turn, reason="negation"))
         s.corrected.append(key)
         del s.slots[key]
+
+
+def _denied(text: str, e: Entity, group: list[Entity]) -> bool:
+    """"不是1000，是2000" / "不是两千": the value after 不是 is the wrong one - unless the caller
+    corrects themself, "我要四十个 唔系 四十五个": a number before the 不是 and none after it."""
+    if not any(_after(text, e, cue) for cue in _NOT_CUES):
+        return False
+    start, _ = _span(e, text)
+    later = [x for x in group if x is not e and _span(x, text)[0] > start]
+    if later:
+        return True
+    cue_at = max(text.rfind(cue, 0, start) for cue in _NOT_CUES)
+    return not numbers_in(text[:cue_at]) if cue_at >= 0 else True
 
 
 def _after(text: str, e: Entity, cue: str) -> bool:
@@ -453,7 +482,8 @@ def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> lis
     if not new:
         return entities
     slot = wrong or max(held, key=lambda k: s.slots[k].turn)
-    return entities + [Entity(type=slot, value=new[-1])]
+    # "唔系两台 系三台 仲有一台做测试": the value right after the wrong one is the correction
+    return entities + [Entity(type=slot, value=new[0] if wrong is not None else new[-1])]
 
 
 def _is_filler(text: str, m: re.Match[str]) -> bool:

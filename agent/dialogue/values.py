@@ -1,0 +1,226 @@
+"""Entity values as the dialogue state keeps them (pure functions).
+
+The NLU gives each entity a value: an id of the lexicon / domain packs, a parsed number, or,
+for an open-vocabulary span, the caller's own words.  Before a value becomes a slot value the
+tracker brings it to the form the labelling guide (docs/nlu-labelling.md) fixes:
+
+* a system is one of the categories (ERP, CRM, OA, ... OTHER): a vendor or product name the
+  lexicon knows becomes its category, words that suggest one (财务软件) that one, anything else
+  OTHER (hard cases 1, 15);
+* a spec string is one feature: 四核八G / 4核8G → ``4核8g`` (decided case 11), not cpu + memory;
+* an open-vocabulary feature or product the lexicon knows under another surface becomes its id;
+* an edition word: beside another product it is a feature (``pro_edition``: decided case 26),
+  alone or with the SaaS platform it is the SaaS version (``saas_pro``);
+* a product value that is no product of ours (the caller's words) never replaces a product id
+  already held: it is some other thing the caller named, not a switch of product.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from agent.dialogue.numbers import chinese_to_int, numbers_in
+from agent.events import Entity
+
+SYSTEM_CATEGORIES = frozenset(
+    {"ERP", "CRM", "OA", "HR", "API", "MES", "WMS", "PLM", "SCADA", "PLC", "DB", "FINANCE", "EMAIL", "IM", "LMS", "OTHER"}
+)
+#: SaaS versions (products) and the edition features they are beside another product
+EDITION_FEATURES = {"saas_standard": "standard_edition", "saas_pro": "pro_edition", "saas_enterprise": "enterprise_edition"}
+EDITION_PRODUCTS = {v: k for k, v in EDITION_FEATURES.items()} | {"basic_edition": "saas_standard"}
+SAAS_FAMILY = frozenset({"saas", *EDITION_FEATURES})
+
+_NUM = r"[0-9一二两三四五六七八九十]{1,3}"
+# 4核8G, 四核八G, 8核16g内存, 16核32G: one spec string (the memory unit may be left out: 四核八)
+_SPEC = re.compile(rf"({_NUM})\s*核\s*({_NUM})\s*(?:g|gb|个g|内存)?(?![0-9一二两三四五六七八九十])", re.IGNORECASE)
+
+
+def _to_int(s: str) -> int | None:
+    s = s.strip()
+    return int(s) if s.isdigit() else chinese_to_int(s)
+
+
+def spec_strings(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, value) of every cores+memory spec string in the text: 四核八G → 4核8g."""
+    out = []
+    for m in _SPEC.finditer(text):
+        cores, mem = _to_int(m.group(1)), _to_int(m.group(2))
+        if cores and mem and cores <= 256 and mem <= 4096:
+            out.append((m.start(), m.end(), f"{cores}核{mem}g"))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _lexicon():
+    from agent.nlu.lexicon import load_lexicon
+
+    return load_lexicon()
+
+
+@lru_cache(maxsize=1)
+def product_ids() -> frozenset[str]:
+    lex = _lexicon()
+    return frozenset(lex.values("product")) | SAAS_FAMILY
+
+
+@lru_cache(maxsize=1)
+def feature_ids() -> frozenset[str]:
+    return frozenset(_lexicon().values("feature")) | frozenset(EDITION_PRODUCTS)
+
+
+def _reading(words: str | None, kind: str) -> str | None:
+    """The id the lexicon gives these exact words as `kind` (None: not known as that)."""
+    if not words:
+        return None
+    key = re.sub(r"\s+", "", str(words)).lower()
+    key = re.sub(r"的$", "", key)
+    for k in (key, str(words).strip().lower()):
+        for term in _lexicon().by_surface.get(k, ()):
+            if term.kind == kind:
+                return term.value
+    return None
+
+
+def system_category(e: Entity) -> str:
+    """The category of a system entity: its value when it is one, else what the lexicon or
+    the words say, else OTHER."""
+    v = str(e.value)
+    if v.upper() in SYSTEM_CATEGORIES:
+        return v.upper()
+    for words in (e.text, v):
+        known = _reading(words, "system")
+        if known and known.upper() in SYSTEM_CATEGORIES:
+            return known.upper()
+    from agent.nlu.openvocab import system_category as by_words
+
+    for words in (e.text, v):
+        if words:
+            cat = by_words(str(words))
+            if cat != "OTHER":
+                return cat
+    return "OTHER"
+
+
+def _spans_overlap(e: Entity, a: int, b: int) -> bool:
+    return e.start is None or e.end is None or (e.start < b and a < e.end)
+
+
+# edition words the NLU may leave out beside a product name ("CRM专业版"): the edition feature
+_EDITION_WORDS = re.compile(r"(专业|标准|基础|入门|高级|企业)版|pro版", re.IGNORECASE)
+_EDITION_VALUE = {"专业": "pro_edition", "高级": "pro_edition", "标准": "standard_edition", "基础": "basic_edition",
+                  "入门": "basic_edition", "企业": "enterprise_edition"}
+
+
+def _edition_entities(entities: list[Entity], text: str) -> list[Entity]:
+    extra = []
+    for m in _EDITION_WORDS.finditer(text):
+        if any(x.start is not None and x.end is not None and x.start < m.end() and m.start() < x.end
+               and x.type in ("feature", "product", "plan") for x in entities):
+            continue
+        if any(x.type in ("feature", "product", "plan") and x.start is None and x.text and m.group(0) in x.text for x in entities):
+            continue
+        value = _EDITION_VALUE.get(m.group(1) or "", "pro_edition")
+        extra.append(Entity(type="feature", value=value, text=m.group(0), start=m.start(), end=m.end()))
+    return extra
+
+
+# a count of things at the same time is concurrency, not a head count (guide, hard case 4)
+_AT_ONCE = re.compile(r"同时|并发|(一起|一块儿?)(考|上课|开会|进来|进|看|听|在线|打|连)|高峰|峰值|qps|在线", re.IGNORECASE)
+_CLAUSE = re.compile(r"[，,。；;！!？?\s…]+")
+_LINES = re.compile(r"([0-9]+|[一二两三四五六七八九十百千万]+)\s*路")
+# a budget the caller states ("预算只有十二万", "预算就两万五") that the NLU left without a value
+_BUDGET = re.compile(r"预算[^，,。？?！!0-9一二两三四五六七八九十]{0,4}([0-9.]+\s*[万千kw]?|[一二两三四五六七八九十百千万]+)\s*(块|元|蚊|千)?")
+# an in-line self-correction: "四百个……勿对，五百个" (decided case 20)
+_SELF_CORRECTION = re.compile(r"不对|勿对|唔啱|唔系|不是|说错了|错了")
+
+
+def _clause(text: str, start: int | None, end: int | None) -> str:
+    if start is None or end is None:
+        return ""
+    a = max((m.end() for m in _CLAUSE.finditer(text, 0, start)), default=0)
+    m = _CLAUSE.search(text, end)
+    return text[a : m.start() if m else len(text)]
+
+
+def _numbers(entities: list[Entity], text: str) -> list[Entity]:
+    """Counts the caller says happen at once become concurrency; a value corrected inside the
+    line keeps the type of the value it corrects; a stated budget the NLU missed is added."""
+    out = []
+    for e in entities:
+        if e.type == "quantity" and _AT_ONCE.search(_clause(text, e.start, e.end) or (e.text or "")):
+            e = e.model_copy(update={"type": "concurrency"})
+        out.append(e)
+    # "…最多五路": lines at once, which the NLU may not read as a number at all
+    for m in _LINES.finditer(text):
+        if not any(x.start is not None and x.end is not None and x.start < m.end() and m.start() < x.end for x in out):
+            nums = numbers_in(m.group(1))
+            if nums and int(nums[0]) >= 1 and not any(x.type == "concurrency" for x in out):
+                out.append(Entity(type="concurrency", value=int(nums[0]), text=m.group(0), start=m.start(), end=m.end()))
+    numeric = sorted((x for x in out if x.type in ("quantity", "concurrency") and x.start is not None), key=lambda x: x.start)
+    for first, second in zip(numeric, numeric[1:]):
+        between = text[first.end : second.start]
+        if first.type != second.type and _SELF_CORRECTION.search(between) and len(between) <= 12:
+            out = [x for x in out if x is not first]
+            out = [x.model_copy(update={"type": first.type}) if x is second else x for x in out]
+    if not any(x.type == "budget" for x in out):
+        m = _BUDGET.search(text)
+        if m:
+            nums = numbers_in(m.group(1) + ("千" if m.group(2) == "千" else ""))
+            if nums and nums[0] >= 10:
+                a, b = m.span(1)
+                out = [x for x in out if not (x.type in ("quantity", "concurrency") and x.start is not None
+                                              and x.end is not None and x.start < b and a < x.end)]
+                out.append(Entity(type="budget", value=int(nums[0]), text=m.group(1), start=a, end=b))
+    return out
+
+
+def canonical_entities(entities: list[Entity], text: str, product: str | None) -> list[Entity]:
+    """The turn's entities with the values the state keeps (see the module text).  `product`
+    is the product the state holds before this turn."""
+    out: list[Entity] = []
+    entities = _numbers(list(entities) + _edition_entities(entities, text), text)
+    specs = spec_strings(text)
+    # the product this turn talks about: one it names itself, else the one held
+    named = [str(e.value) for e in entities if e.type == "product" and not e.negated and str(e.value) in product_ids()]
+    other_product = next((p for p in reversed(named) if p not in SAAS_FAMILY), None)
+    if other_product is None and not named and product in product_ids() and product not in SAAS_FAMILY:
+        other_product = product
+    for e in entities:
+        v = e.value
+        if e.type == "system":
+            v = system_category(e)
+        elif e.type == "feature" and isinstance(v, str):
+            if specs and v in ("cpu", "memory") and any(_spans_overlap(e, a, b) for a, b, _ in specs):
+                continue  # the spec string below stands for it
+            if v not in feature_ids():
+                v = _reading(e.text, "feature") or _reading(v, "feature") or v
+            if v in EDITION_PRODUCTS and other_product is None:
+                e = e.model_copy(update={"type": "product"})
+                v = EDITION_PRODUCTS[v]
+        elif e.type == "product" and isinstance(v, str):
+            if v not in product_ids():
+                v = _reading(e.text, "product") or _reading(v, "product") or v
+            if v in EDITION_FEATURES and other_product is not None:
+                e = e.model_copy(update={"type": "feature"})
+                v = EDITION_FEATURES[v]
+            elif v not in product_ids() and product in product_ids():
+                continue  # not a product of ours: not a switch away from the one held
+        if v != e.value:
+            e = e.model_copy(update={"value": v})
+        out.append(e)
+    for a, b, value in specs:
+        if not any(x.type == "feature" and x.value == value for x in out):
+            negated = any(x.type == "feature" and x.negated and x.value in ("cpu", "memory") and _spans_overlap(x, a, b)
+                          for x in entities)
+            out.append(Entity(type="feature", value=value, text=text[a:b], start=a, end=b, negated=negated))
+    # one entity per (type, value, negated): the same thing said twice is one mention
+    seen: set[tuple[str, str, bool]] = set()
+    deduped = []
+    for e in out:
+        key = (e.type, str(e.value), e.negated)
+        if e.type in ("feature", "system") and key in seen:
+            continue
+        seen.add(key)
+        deduped.append(e)
+    return deduped
