@@ -139,11 +139,15 @@ def test_eval_reports_cer_at_16k_and_on_the_phone_line_for_real_clips(engine, tm
     assert s["clips"] == 3 and set(s["per_language"]) == {"zh", "yue"}
     assert 0 <= s["cer"] < 0.6 and 0 <= s["cer_8k"] < 0.7 and 0 < s["rtf"] < 2
     assert all(len(c.hyp) > 0 for c in report.clips)
-    # a manifest line without text is refused with the line number
+    # a manifest whose only line has no text is refused, naming the file and the line
     bad = tmp_path / "m.jsonl"
     bad.write_text(json.dumps({"audio": "x.wav"}) + "\n")
-    with pytest.raises(ValueError, match="m.jsonl:1"):
+    with pytest.raises(ValueError, match="m.jsonl"):
         read_manifest(bad)
+    # ... and a bad line among good ones is skipped, the good ones kept
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps({"audio": "x.wav"}) + "\n" + json.dumps({"audio": "y.wav", "text": "你好"}) + "\n")
+    assert [i["audio"] for i in read_manifest(mixed)] == ["y.wav"]
 
 
 def test_phone_line_audio_still_transcribes(engine):

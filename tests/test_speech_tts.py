@@ -41,14 +41,18 @@ def test_a_reply_becomes_20ms_mulaw_frames_tagged_with_the_reply():
     out = stage.handle(reply, ctx)
     assert len(out) > 250  # > 5 s of speech
     assert {e.topic for e in out} == {topics.AUDIO_OUT}
-    frames = [e.event for e in out]
+    # the frames, then one marker saying where the reply ends (what the hang-up waits for)
+    *frame_emits, end = out
+    assert isinstance(end.event, ev.ReplyAudioEnd) and end.event.reply_event_id == reply.event_id
+    frames = [e.event for e in frame_emits]
+    assert end.event.frames == len(frames)
     assert all(f.codec == "pcmu8k" and len(f.payload) == 160 and f.reply_event_id == reply.event_id for f in frames)
     assert [f.frame_index for f in frames] == list(range(len(frames)))
     assert all(f.turn == 2 for f in frames)
     # frames survive the bus codec and are deterministic (a re-handled reply gives the same ids)
     assert ev.decode(ev.encode(frames[0])) == frames[0]
     again = stage.handle(reply, CallContext(call_id="c1", state=stage.new_state("c1")))
-    assert [e.event.event_id for e in again] == [f.event_id for f in frames]
+    assert [e.event.event_id for e in again[:-1]] == [f.event_id for f in frames]
 
 
 def test_a_reply_that_was_barged_into_is_not_spoken_again():
@@ -57,8 +61,11 @@ def test_a_reply_that_was_barged_into_is_not_spoken_again():
     ctx = CallContext(call_id="c1", state=stage.new_state("c1"))
     reply = ev.BotReply(call_id="c1", turn=1, text=REPLY, action="pitch")
     stage.handle(ev.BargeIn(call_id="c1", reply_event_id=reply.event_id, heard_ms=400), ctx)
-    assert stage.handle(reply, ctx) == []
-    assert stage.handle(ev.BotReply(call_id="c1", turn=1, text="   ", action="x"), ctx) == []
+    # no audio: only the end marker, with no frames, so a goodbye that was barged into still ends
+    (end,) = stage.handle(reply, ctx)
+    assert isinstance(end.event, ev.ReplyAudioEnd) and end.event.frames == 0
+    (end,) = stage.handle(ev.BotReply(call_id="c1", turn=1, text="   ", action="x"), ctx)
+    assert isinstance(end.event, ev.ReplyAudioEnd) and end.event.frames == 0
 
 
 def test_a_broken_tts_backend_gives_a_clear_error():
