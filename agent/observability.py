@@ -82,6 +82,31 @@ class Metrics:
             ["stage", "group", "topic", "partition"],
             registry=self.registry,
         )
+        # Issue 17: where the time goes under load.  The age of the last event a stage took up
+        # is the VAD's real-time lag (an audio frame's age = how far behind the call it runs).
+        self.event_age = Gauge(
+            "dianxiao_stage_event_age_seconds",
+            "wall-clock age of the last event a stage started handling (the VAD's real-time lag)",
+            ["stage"], registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "dianxiao_decode_queue_depth",
+            "events waiting for one of a parallel stage's workers (the ASR's decode queue)",
+            ["stage"], registry=self.registry,
+        )
+        self.skipped = Counter(
+            "dianxiao_superseded_dropped_total",
+            "events a stage dropped unhandled because a newer one of the same turn replaced them "
+            "(a partial segment the ASR never decodes)",
+            ["stage"], registry=self.registry,
+        )
+        self.calls_admitted = Counter(
+            "dianxiao_calls_admitted_total", "calls a connector answered", ["connector"], registry=self.registry
+        )
+        self.calls_refused = Counter(
+            "dianxiao_calls_refused_total", "calls a connector refused at capacity (486/503, provider busy)",
+            ["connector"], registry=self.registry,
+        )
 
     def serve(self, port: int) -> _health._Server:
         """/metrics, plus /livez and /readyz from the probes the runners registered (agent/health.py)."""

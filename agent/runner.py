@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -59,6 +61,33 @@ class CallSnapshot(BaseModel):
     touched: float  # wall clock of the call's last event
     ended_at: float | None = None  # wall clock of its call.ended, if seen
     state: Any = None
+
+
+@dataclass
+class _Work:
+    """An admitted record waiting for (or running on) one of a parallel stage's workers."""
+
+    rec: Record
+    event: Any
+    ctx: CallContext
+    track: list  # [offset, done] in its partition's in-flight list
+    priority: int
+    order: int
+    skipped: bool = False
+
+
+@dataclass
+class _Inflight:
+    """Records of one partition taken but not all finished: what may be committed is the offset
+    after the longest finished prefix (a parallel stage finishes records out of order)."""
+
+    tracks: deque = field(default_factory=deque)
+
+    def committable(self) -> int | None:
+        last = None
+        while self.tracks and self.tracks[0][1]:
+            last = self.tracks.popleft()[0]
+        return None if last is None else last + 1
 
 
 class StageRunner:
@@ -126,6 +155,14 @@ class StageRunner:
         self.health.started(consumer.assignment)
         log.info("stage started", stage=self.stage.name, group=self.group, reads=list(self.reads))
         next_lag = 0.0
+        if self.stage.workers > 1:
+            try:
+                await self._run_parallel(consumer)
+            finally:
+                self.health.stopped()
+                await consumer.stop()
+                log.info("stage stopped", stage=self.stage.name, handled=self.handled)
+            return
         try:
             while not self._stopping.is_set():
                 self.health.beat()
@@ -154,18 +191,22 @@ class StageRunner:
 
     async def _process_batch(self, consumer: Consumer, records: list[Record]) -> None:
         offsets: dict[TopicPartition, int] = {}
-        for rec in records:
-            if self.stage.blocking:
+        if self.stage.batched:
+            # One hop to a worker thread for the whole batch, and the stage sees every call's
+            # events at once (the VAD batches Silero across calls): keeps real time at 10 calls.
+            await self._publish(await asyncio.to_thread(self._handle_records, records))
+            for rec in records:
+                offsets[(rec.topic, rec.partition)] = rec.offset + 1
+        for rec in records if not self.stage.batched else ():
+            if self.stage.streams:
+                await self._handle_streamed(rec)
+            elif self.stage.blocking:
                 # CPU-heavy stages (VAD models, ASR decode) run off the event loop, so that the
                 # other stages of a single-process pipeline keep going meanwhile (the ASR decode
                 # overlaps the VAD's end-of-turn model) and the loop never stalls on them.
-                outputs = await asyncio.to_thread(self._handle_record, rec)
+                await self._publish(await asyncio.to_thread(self._handle_record, rec))
             else:
-                outputs = self._handle_record(rec)
-            if outputs:
-                await self.bus.publish_many(outputs)
-                for topic, _, _ in outputs:
-                    self.metrics.emitted.labels(self.stage.name, topic).inc()
+                await self._publish(self._handle_record(rec))
             offsets[(rec.topic, rec.partition)] = rec.offset + 1
             self.health.beat()  # a long batch of slow records is progress, not a stuck loop
         # Snapshots before the commit: a restarted member then never has a state older than
@@ -173,8 +214,81 @@ class StageRunner:
         await self._save_dirty()
         await consumer.commit(offsets)
 
+    async def _publish(self, outputs: list[tuple[str, str, bytes]]) -> None:
+        if outputs:
+            await self.bus.publish_many(outputs)
+            for topic, _, _ in outputs:
+                self.metrics.emitted.labels(self.stage.name, topic).inc()
+
+    async def _handle_streamed(self, rec: Record) -> None:
+        """A streaming stage's record: each part it yields is published before the next part is
+        computed (TTS: the first clause plays while the rest is synthesised)."""
+        admitted = self._admit(rec)
+        if isinstance(admitted, list):
+            await self._publish(admitted)
+            return
+        event, ctx = admitted
+        parts = self.stage.handle_stream(event, ctx)
+        done = object()
+        index = 0
+        while True:
+            def step() -> Any:
+                return self._call_handler(rec, event, ctx, lambda e, c: next(parts, done), last_part=index > 0)
+
+            out = await asyncio.to_thread(step) if self.stage.blocking else step()
+            if out is done:
+                return
+            await self._publish(out)
+            if out and out[0][0] == topics.DEAD_LETTERS:
+                return
+            index += 1
+            self.health.beat()
+
     def _handle_record(self, rec: Record) -> list[tuple[str, str, bytes]]:
         """Decode and handle one record; returns (topic, key, value) to publish."""
+        admitted = self._admit(rec)
+        if isinstance(admitted, list):
+            return admitted
+        return self._call_handler(rec, *admitted, self.stage.handle)
+
+    def _handle_records(self, records: list[Record]) -> list[tuple[str, str, bytes]]:
+        """A batched stage's records: admitted one by one (order, ids, bookkeeping), handled
+        together; if the batch handler fails, each record is handled alone so that only the
+        bad one goes to dead letters."""
+        out: list[tuple[str, str, bytes]] = []
+        items: list[tuple[Record, Any, CallContext]] = []
+        for rec in records:
+            admitted = self._admit(rec)
+            if isinstance(admitted, list):
+                out += admitted
+            else:
+                items.append((rec, *admitted))
+        if not items:
+            return out
+        started = time.perf_counter()
+        try:
+            with structlog.contextvars.bound_contextvars(stage=self.stage.name):
+                results = self.stage.handle_batch([(e, c) for _, e, c in items])
+        except Exception:
+            log.warning("batch handler failed; handling its events one by one", stage=self.stage.name,
+                        events=len(items))
+            for rec, event, ctx in items:
+                out += self._call_handler(rec, event, ctx, self.stage.handle)
+            return out
+        each = (time.perf_counter() - started) / len(items)
+        for (rec, event, ctx), emits in zip(items, results):
+            if isinstance(emits, Exception):  # this event's handling failed, the others' did not
+                log.error("handler failed", event_type=event.type, event_id=event.event_id, call_id=event.call_id,
+                          error=f"{type(emits).__name__}: {emits}")
+                out.append(self._dead_letter(rec, f"handler failed: {type(emits).__name__}: {emits}"))
+                continue
+            self._account(rec, event, emits, each)
+            out += [(e.topic, e.event.call_id, ev.encode(e.event)) for e in emits]  # type: ignore[attr-defined]
+        return out
+
+    def _admit(self, rec: Record) -> tuple[Any, CallContext] | list[tuple[str, str, bytes]]:
+        """Decode a record and do the runner's bookkeeping; returns (event, call context) when
+        the stage should handle it, else what to publish instead (a dead letter, or nothing)."""
         try:
             event = ev.decode(rec.value)
         except ev.EventError as exc:
@@ -200,16 +314,26 @@ class StageRunner:
             self._ended_at[event.call_id] = now
         if rec.topic not in self.stage.reads:
             return []  # call.control read for the call's lifecycle only
+        self.metrics.event_age.labels(self.stage.name).set(max(0.0, now - event.ts_wall))
+        return event, ctx
+
+    def _call_handler(self, rec: Record, event: Any, ctx: CallContext, fn: Any, last_part: bool = False) -> Any:
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(call_id=event.call_id, turn=event.turn, stage=self.stage.name):
             try:
-                emits: list[Emit] = self.stage.handle(event, ctx)
+                emits = fn(event, ctx)
             except Exception as exc:  # a stage must never die on one bad event
                 log.exception("handler failed", event_type=event.type, event_id=event.event_id)
                 return [self._dead_letter(rec, f"handler failed: {type(exc).__name__}: {exc}")]
-        self.handled += 1
-        took = time.perf_counter() - started
-        self.metrics.handled.labels(self.stage.name, rec.topic).inc()
+        if not isinstance(emits, list):  # the end of a stream
+            return emits
+        self._account(rec, event, emits, time.perf_counter() - started, count=not last_part)
+        return [(e.topic, e.event.call_id, ev.encode(e.event)) for e in emits]  # type: ignore[attr-defined]
+
+    def _account(self, rec: Record, event: Any, emits: list[Emit], took: float, count: bool = True) -> None:
+        if count:
+            self.handled += 1
+            self.metrics.handled.labels(self.stage.name, rec.topic).inc()
         self.metrics.handle_seconds.labels(self.stage.name).observe(took)
         if event.type in TURN_EVENTS or any(getattr(e.event, "type", None) in TURN_EVENTS for e in emits):
             log.info("turn handled", call_id=event.call_id, turn=event.turn, stage=self.stage.name,
@@ -217,7 +341,101 @@ class StageRunner:
         else:
             log.debug("event handled", call_id=event.call_id, turn=event.turn, stage=self.stage.name,
                       event_type=event.type, emitted=len(emits), ms=round(took * 1000, 2))
-        return [(e.topic, e.event.call_id, ev.encode(e.event)) for e in emits]  # type: ignore[attr-defined]
+
+    # --- parallel stages (the ASR): N workers, finals first, superseded work dropped ----------
+
+    async def _run_parallel(self, consumer: Consumer) -> None:
+        """Keep up to `stage.workers` events of different calls in flight, each in a worker
+        thread.  Records keep being fetched while workers run, so a final that arrives during a
+        decode is queued at once; among queued work the stage's `priority` decides (finals
+        before partials) and a queued event that a newer one `supersedes` is dropped undone.
+        Offsets are committed up to the longest finished prefix of each partition, after the
+        snapshots, so at-least-once holds as in the sequential loop."""
+        n = self.stage.workers
+        pool = ThreadPoolExecutor(n, thread_name_prefix=f"{self.stage.name}-worker")
+        loop = asyncio.get_running_loop()
+        pending: list[_Work] = []
+        busy: set[str] = set()
+        running: set[asyncio.Task[None]] = set()
+        inflight: dict[TopicPartition, _Inflight] = {}
+        order = 0
+        next_lag = 0.0
+        depth = self.metrics.queue_depth.labels(self.stage.name)
+
+        async def work(w: _Work) -> None:
+            try:
+                out = await loop.run_in_executor(pool, self._call_handler, w.rec, w.event, w.ctx, self.stage.handle)
+                await self._publish(out)
+            finally:
+                w.track[1] = True
+                busy.discard(w.ctx.call_id)
+
+        def dispatch() -> None:
+            while len(running) < n:
+                # A call's own events run in order: only its oldest queued one is eligible.
+                heads: dict[str, _Work] = {}
+                for w in pending:
+                    if w.ctx.call_id not in busy and w.ctx.call_id not in heads:
+                        heads[w.ctx.call_id] = w
+                if not heads:
+                    return
+                w = min(heads.values(), key=lambda x: (x.priority, x.order))
+                pending.remove(w)
+                busy.add(w.ctx.call_id)
+                task = asyncio.create_task(work(w))
+                running.add(task)
+                task.add_done_callback(running.discard)
+
+        try:
+            while not self._stopping.is_set() or running:
+                self.health.beat()
+                if not self._stopping.is_set():
+                    records = await consumer.getmany(timeout_ms=10 if (running or pending) else 200, max_records=200)
+                else:
+                    records = []
+                    await asyncio.wait(running, timeout=0.05)
+                for rec in records:
+                    track = [rec.offset, False]
+                    inflight.setdefault((rec.topic, rec.partition), _Inflight()).tracks.append(track)
+                    admitted = self._admit(rec)
+                    if isinstance(admitted, list):
+                        await self._publish(admitted)
+                        track[1] = True
+                        continue
+                    event, ctx = admitted
+                    for w in [w for w in pending if w.ctx.call_id == ctx.call_id]:
+                        if self.stage.supersedes(event, w.event):
+                            pending.remove(w)
+                            w.track[1] = True
+                            self.metrics.skipped.labels(self.stage.name).inc()
+                            log.debug("superseded event dropped", call_id=ctx.call_id, stage=self.stage.name,
+                                      event_type=w.event.type)
+                    order += 1
+                    pending.append(_Work(rec, event, ctx, track, self.stage.priority(event), order))
+                dispatch()
+                depth.set(len(pending))
+                if not records and running:
+                    await asyncio.wait(running, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+                    dispatch()
+                await self._commit_finished(consumer, inflight)
+                if time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + self.sweep_every_s
+                    await self._sweep()
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + LAG_EVERY_S
+                    await self._report_lag()
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+            # queued work that never started is not committed: it is re-delivered on restart
+            await self._commit_finished(consumer, inflight)
+            pool.shutdown(wait=False)
+
+    async def _commit_finished(self, consumer: Consumer, inflight: dict[TopicPartition, _Inflight]) -> None:
+        offsets = {tp: off for tp, fl in inflight.items() if (off := fl.committable()) is not None}
+        if offsets:
+            await self._save_dirty()
+            await consumer.commit(offsets)
 
     def _context(self, call_id: str, partition: int) -> CallContext:
         ctx = self.contexts.get(call_id)

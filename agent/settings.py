@@ -115,7 +115,12 @@ class Settings(BaseSettings):
     )
     asr_compute_type: str = Field(default="int8", description="CTranslate2 compute type (int8, int8_float16, float16)")
     asr_device: str = Field(default="cpu", description="'cpu' or 'cuda'")
-    asr_threads: int = Field(default=2, ge=1)
+    asr_threads: int = Field(default=2, ge=1, description="CPU threads for decoding, shared by the ASR workers")
+    asr_workers: int = Field(
+        default=0, ge=0,
+        description="decodes in parallel (different calls), each on asr_threads // workers threads; 0 = one per "
+                    "CPU core (CTranslate2 inter_threads); on CUDA the workers' segments are decoded as one batch",
+    )
     asr_beam_size: int = Field(default=5, ge=1)
     asr_language: str = Field(default="zh")
     asr_correction: bool = Field(
@@ -147,6 +152,13 @@ class Settings(BaseSettings):
         description="say a polite goodbye and end the call after this long without caller speech or key press (0: never)",
     )
     # --- telephony (connectors/, docs/telephony.md) ---
+    max_calls: int = Field(
+        default=0, ge=0,
+        description="calls this agent takes at once; past it a new INVITE gets 486 with Retry-After (websocket: "
+                    "the stream is closed busy) and the dialler paces to it; 0 = 5 per CPU core (measured: "
+                    "bench/bench_voice.py, docs/telephony.md)",
+    )
+    retry_after_s: int = Field(default=30, ge=1, description="Retry-After of a call refused at capacity")
     sip_host: str = Field(default="127.0.0.1", description="address the SIP user agent and RTP bind to")
     sip_port: int = Field(default=5060, ge=0, le=65535, description="SIP UDP port (0 = any free port)")
     sip_user: str = Field(default="dianxiao", description="user part of the agent's SIP address (and digest user)")
@@ -168,6 +180,14 @@ class Settings(BaseSettings):
     @property
     def speech_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @property
+    def call_capacity(self) -> int:
+        """max_calls, or what this box was measured to carry: 5 calls per CPU core (2 cores:
+        10 calls at voice-to-voice p95 <= 1.5 s, bench/bench_voice.py)."""
+        import os
+
+        return self.max_calls or 5 * max(1, os.cpu_count() or 1)
 
     @property
     def log_path(self) -> Path:

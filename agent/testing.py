@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from agent.bus.base import Bus
+from agent.observability import Metrics
 from agent.pipeline import TEXT_STAGES, build_stage
 from agent.runner import StageRunner
 from agent.silence import SilenceWatch
@@ -42,11 +43,12 @@ class RunningPipeline:
 
 @asynccontextmanager
 async def running_pipeline(
-    bus: Bus, settings: Settings | None = None, stages: Iterable[str | Stage] = TEXT_STAGES
+    bus: Bus, settings: Settings | None = None, stages: Iterable[str | Stage] = TEXT_STAGES,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[RunningPipeline]:
     settings = settings or Settings()
     built = [build_stage(s, settings) if isinstance(s, str) else s for s in stages]
-    pipe = RunningPipeline(bus, [StageRunner(s, bus) for s in built])
+    pipe = RunningPipeline(bus, [StageRunner(s, bus, metrics=metrics) for s in built])
     pipe.tasks = [asyncio.create_task(r.run()) for r in pipe.runners]
     pipe.silence = silence_watch_for(bus, settings, [s.name for s in built])
     watching = asyncio.create_task(pipe.silence.run()) if pipe.silence else None

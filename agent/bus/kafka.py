@@ -234,7 +234,7 @@ class KafkaBus(Bus):
             # (OffsetFetch), it never joins the group, so it cannot trigger a rebalance.
             reader = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
-                group_id=group,
+                group_id=self.group_id(group),
                 enable_auto_commit=False,
                 request_timeout_ms=int(self.broker_timeout_s * 1000),
             )
@@ -294,6 +294,12 @@ class KafkaBus(Bus):
         return out
 
     # --- snapshots: one compacted topic per group, keyed by call id -----------------------
+
+    def group_id(self, group: str) -> str:
+        """The consumer group id on the cluster: the deployment's topic prefix + the stage's
+        group, so that two deployments sharing a cluster (staging/prod) never share a group
+        (and never steal each other's partitions or offsets)."""
+        return f"{self.topic_prefix}{group}"
 
     @staticmethod
     def snapshot_topic(group: str) -> str:
@@ -423,7 +429,7 @@ class KafkaConsumer(Consumer):
             options["client_id"] = self.member
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bus.bootstrap,
-            group_id=self.group,
+            group_id=bus.group_id(self.group),
             enable_auto_commit=False,
             auto_offset_reset=self.start_at,
             **options,

@@ -78,11 +78,22 @@ async def _until_stopped() -> None:
     await stop.wait()
 
 
+# One registry per process: the connector's admission counters and the stages' metrics are
+# served together on DIANXIAO_METRICS_PORT.
+_METRICS: Any = None
+
+
 async def _serve(settings: Settings, pipeline: str, make_connector: Any) -> None:
     from agent.health import heartbeat
     from agent.observability import Metrics
 
-    metrics = Metrics()  # its port serves the connector's /livez and /readyz (agent/health.py)
+    # The media thread (RTP pacing every 20 ms) gets the GIL back within 1 ms of asking instead
+    # of CPython's 5 ms: with two ASR workers and the VAD busy in Python, 5 ms switches let the
+    # bot's audio stutter at 10 calls (bench/bench_telephony.py always ran with this).
+    import sys
+
+    sys.setswitchinterval(0.001)
+    metrics = _METRICS or Metrics()  # its port serves the connector's /livez and /readyz (agent/health.py)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
     probe = metrics.health.component("connector")
@@ -92,7 +103,7 @@ async def _serve(settings: Settings, pipeline: str, make_connector: Any) -> None
         async with AsyncExitStack() as stack:
             stages = _stages(pipeline)
             if stages:
-                await stack.enter_async_context(running_pipeline(bus, settings, stages))
+                await stack.enter_async_context(running_pipeline(bus, settings, stages, metrics=metrics))
             await stack.enter_async_context(make_connector(bus))
             probe.started()  # serving: the connector is listening and its bus is up
             beating = asyncio.create_task(heartbeat(probe))
@@ -116,12 +127,26 @@ def sip_serve(
     from connectors.threaded import ThreadedConnector
 
     settings = _settings(bus=bus, data_dir=data_dir, sip_host=host, sip_port=port)
+    global _METRICS
+    from agent.observability import Metrics
+
+    _METRICS = Metrics()
+    # Admission control only where this process runs the speech stages: their CPU is what the
+    # capacity measures (a connector in front of remote stages is limited by those, not here).
+    max_calls = settings.call_capacity if pipeline == "audio" else settings.max_calls
     config = SipAgentConfig(host=settings.sip_host, port=settings.sip_port, user=settings.sip_user,
-                            rtp_timeout_s=settings.sip_rtp_timeout_s)
-    console.print(f"SIP agent on udp:{config.host}:{config.port}, pipeline={pipeline}; Ctrl-C stops")
+                            rtp_timeout_s=settings.sip_rtp_timeout_s, max_calls=max_calls,
+                            retry_after_s=settings.retry_after_s)
+    console.print(f"SIP agent on udp:{config.host}:{config.port}, pipeline={pipeline}, "
+                  f"capacity {max_calls or 'unlimited'} calls; Ctrl-C stops")
+
+    def sip_agent(b: Any, bridge: Any) -> SipAgent:
+        agent = SipAgent(b, config, bridge=bridge)
+        agent.metrics = _METRICS
+        return agent
+
     # SIP and RTP on their own thread: the speech stages' CPU work must not stall the 20 ms clock
-    asyncio.run(_serve(settings, pipeline,
-                       lambda b: ThreadedConnector(b, "sip", lambda bridge: SipAgent(b, config, bridge=bridge))))
+    asyncio.run(_serve(settings, pipeline, lambda b: ThreadedConnector(b, "sip", lambda bridge: sip_agent(b, bridge))))
 
 
 @ws_app.command("serve")
@@ -260,6 +285,12 @@ def campaign_run(
         console.print(f"{dnc}:{line}: not on the do-not-call list: {reason}", style="yellow", markup=False)
     name = name or leads_csv.stem
     out = out or leads_csv.with_name(f"{name}-outcomes.csv")
+    if not simulate and pipeline == "audio" and max_concurrent > settings.call_capacity:
+        # The dialler paces to what the agent can serve: a call dialled past capacity would be
+        # answered by a customer and then left waiting for the bot.
+        console.print(f"--max-concurrent {max_concurrent} is above this agent's capacity; dialling at most "
+                      f"{settings.call_capacity} at once (DIANXIAO_MAX_CALLS)", style="yellow", markup=False)
+        max_concurrent = settings.call_capacity
     config = CampaignConfig(name=name, max_concurrent=max_concurrent, hours=window, dnc_path=dnc,
                             retry=RetryPolicy(max_attempts=max_attempts, base_s=retry_after_s))
     if not simulate and not settings.sip_trunk:

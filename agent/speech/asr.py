@@ -84,6 +84,7 @@ class FasterWhisperEngine:
         initial_prompt: str = "",
         download_root: Path | None = None,
         nbest: int = 1,
+        num_workers: int = 1,
     ) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
@@ -94,7 +95,12 @@ class FasterWhisperEngine:
         self.model = WhisperModel(
             str(model), device=device, compute_type=compute_type, cpu_threads=cpu_threads,
             download_root=str(download_root) if download_root else None,
+            # CTranslate2 inter_threads: this many decodes may run at once from different Python
+            # threads (the ASR stage's workers), each on cpu_threads threads
+            num_workers=max(1, num_workers),
         )
+        self.device = device
+        self.workers = max(1, num_workers)
         self.name = f"faster-whisper:{Path(str(model)).name}:{compute_type}"
         self.beam_size = beam_size
         self.language = language
@@ -219,6 +225,7 @@ def make_engine(
     short_window: bool = True,
     initial_prompt: str = "",
     nbest: int = 1,
+    workers: int = 1,
 ) -> AsrEngine:
     """Build the configured engine.  `engine` is "faster-whisper" or "package.module:factory"
     for a plugin (called with model=..., models_dir=...).  `model` "whisper-base" means the
@@ -235,4 +242,5 @@ def make_engine(
     return FasterWhisperEngine(
         path, device=device, compute_type=compute_type, cpu_threads=cpu_threads, beam_size=beam_size, language=language,
         short_window=short_window, initial_prompt=initial_prompt, download_root=models_dir / "hub", nbest=nbest,
+        num_workers=workers,
     )

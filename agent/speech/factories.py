@@ -5,6 +5,7 @@ configuration (a restarted stage, several test pipelines): loading Whisper takes
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from functools import lru_cache
@@ -27,16 +28,23 @@ log = structlog.get_logger("dianxiao.speech")
 
 @lru_cache(maxsize=4)
 def _engine(engine: str, model: str, models_dir: Path, compute_type: str, device: str, threads: int,
-            beam: int, language: str, short: bool, prompt: str, nbest: int = 1) -> AsrEngine:
+            beam: int, language: str, short: bool, prompt: str, nbest: int = 1, workers: int = 1) -> AsrEngine:
     return make_engine(engine, model, models_dir, compute_type=compute_type, device=device, cpu_threads=threads,
-                       beam_size=beam, language=language, short_window=short, initial_prompt=prompt, nbest=nbest)
+                       beam_size=beam, language=language, short_window=short, initial_prompt=prompt, nbest=nbest,
+                       workers=workers)
 
 
-def asr_engine(settings: Settings) -> AsrEngine:
+def asr_workers(settings: Settings) -> int:
+    """Parallel decodes: asr_workers, or one per CPU core (the 2-core box: 2 of 1 thread each)."""
+    return settings.asr_workers or max(1, os.cpu_count() or 1)
+
+
+def asr_engine(settings: Settings, workers: int = 1) -> AsrEngine:
+    threads = max(1, settings.asr_threads // workers) if workers > 1 else settings.asr_threads
     return _engine(settings.asr_engine, settings.asr_model, settings.speech_models_dir.resolve(),
-                   settings.asr_compute_type, settings.asr_device, settings.asr_threads, settings.asr_beam_size,
+                   settings.asr_compute_type, settings.asr_device, threads, settings.asr_beam_size,
                    settings.asr_language, settings.asr_short_window, settings.asr_initial_prompt,
-                   settings.asr_nbest if settings.asr_correction else 1)
+                   settings.asr_nbest if settings.asr_correction else 1, workers)
 
 
 def hotwords(settings: Settings, from_playbook: bool | None = None) -> list[str]:
@@ -64,9 +72,15 @@ def vad_stage(settings: Settings) -> VadStage:
 def asr_stage(settings: Settings, terms: list[str] | None = None) -> AsrStage:
     """The ASR stage as configured; `terms` overrides the hot-words (an evaluation's choice)."""
     words = hotwords(settings) if terms is None else terms
+    workers = asr_workers(settings)
+    engine = asr_engine(settings, workers)
     if not settings.asr_correction:
-        return AsrStage(asr_engine(settings), words)
-    return AsrStage(asr_engine(settings), words, _corrector(settings.playbook), rescorer=_rescorer(settings.playbook))
+        stage = AsrStage(engine, words)
+    else:
+        stage = AsrStage(engine, words, _corrector(settings.playbook), rescorer=_rescorer(settings.playbook))
+    # A plugin engine that is not known to be thread-safe decodes one segment at a time.
+    stage.workers = workers if getattr(engine, "workers", 1) >= workers else 1
+    return stage
 
 
 @lru_cache(maxsize=4)

@@ -66,6 +66,18 @@ class AsrStage(Stage):
         self.rescorer = rescorer
         self.version = engine.name + ("+asrfix" if corrector is not None else "")
 
+    # --- parallel decoding (agent/runner.py runs `workers` decodes of different calls at once) ---
+
+    def priority(self, event: Any) -> int:
+        # A final is a caller waiting for the bot; a partial is only a head start.
+        return 1 if isinstance(event, ev.SpeechSegment) and not event.final else 0
+
+    def supersedes(self, newer: Any, older: Any) -> bool:
+        # A partial not yet decoded is worthless once newer audio of the same turn arrived: the
+        # newer segment (partial or final) covers the same start and more (or the same) audio.
+        return (isinstance(older, ev.SpeechSegment) and not older.final and isinstance(newer, ev.SpeechSegment)
+                and newer.turn == older.turn and newer.start_ms == older.start_ms and newer.end_ms >= older.end_ms)
+
     def new_state(self, call_id: str) -> CallTranscripts:
         return CallTranscripts()
 

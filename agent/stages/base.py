@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -82,6 +82,16 @@ class Stage(ABC):
     #: True for stages whose handle() does heavy native work (model inference): the runner then
     #: calls it in a worker thread, one event at a time, instead of on the event loop
     blocking: ClassVar[bool] = False
+    #: > 1: the runner keeps this many events of *different* calls in flight at once, each in a
+    #: worker thread (the ASR: one Whisper decode per core instead of one at a time).  A call's
+    #: own events still run one at a time and in order.  Set per instance from settings.
+    workers: int = 1
+    #: True for stages that do better with a batch's events at once (`handle_batch`): the VAD
+    #: runs Silero once per round over every call in the batch instead of once per window
+    batched: ClassVar[bool] = False
+    #: True for stages whose `handle_stream` yields outputs in parts that should leave as soon
+    #: as each is ready (TTS: the first clause's audio goes out while the rest is synthesised)
+    streams: ClassVar[bool] = False
 
     def new_state(self, call_id: str) -> Any:
         return None
@@ -97,6 +107,24 @@ class Stage(ABC):
     @abstractmethod
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
         """React to one event of this call.  May update ctx.state; returns events to publish."""
+
+    def handle_batch(self, items: list[tuple[Any, CallContext]]) -> list[list[Emit]]:
+        """Handle several events (of one or more calls, each call's in order); one list of
+        outputs per item.  The default is `handle` one by one."""
+        return [self.handle(event, ctx) for event, ctx in items]
+
+    def handle_stream(self, event: Any, ctx: CallContext) -> Iterator[list[Emit]]:
+        """`handle` in parts: the runner publishes each part as soon as it is yielded."""
+        yield self.handle(event, ctx)
+
+    def priority(self, event: Any) -> int:
+        """For parallel stages: lower runs first when workers are scarce (finals before partials)."""
+        return 0
+
+    def supersedes(self, newer: Any, older: Any) -> bool:
+        """For parallel stages: True when `older` (same call, not started yet) need not be
+        handled at all because `newer` arrived (a partial whose audio a newer segment extends)."""
+        return False
 
     # --- helpers for building outputs with a consistent envelope -------------------------
 

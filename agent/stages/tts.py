@@ -30,6 +30,11 @@ class CallSpeech:
 
 class TtsStage(Stage):
     name = "tts"
+    # Streaming (issue 17): the runner publishes each clause's frames as soon as they are
+    # synthesised, so the first clause (<= 12 characters, split_sentences) plays while the rest
+    # is synthesised; espeak-ng is a subprocess, so it runs off the event loop.
+    streams = True
+    blocking = True
     reads = (topics.REPLIES, topics.CONTROL)
     writes = (topics.AUDIO_OUT,)
 
@@ -41,15 +46,19 @@ class TtsStage(Stage):
         return CallSpeech()
 
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
+        return [e for part in self.handle_stream(event, ctx) for e in part]
+
+    def handle_stream(self, event: Any, ctx: CallContext) -> Any:
+        """One part per synthesised chunk (its frames), then the ReplyAudioEnd, always last."""
         st: CallSpeech = ctx.state
         if isinstance(event, ev.BargeIn) and event.reply_event_id:
             st.interrupted.add(event.reply_event_id)
-            return []
+            return
         if not isinstance(event, ev.BotReply):
-            return []
-        out: list[Emit] = []
+            return
         index = 0
         for chunk in split_sentences(event.text) if event.text.strip() else []:
+            out: list[Emit] = []
             if event.event_id in st.interrupted:
                 break
             try:
@@ -63,8 +72,9 @@ class TtsStage(Stage):
                     reply_event_id=event.event_id, payload=payload,
                 )))
                 index += 1
+            if out:
+                yield out
         # Where the reply ends (even a silent or interrupted one): the connector reports when
         # it has played up to here, and only then may the agent hang up after a goodbye.
         end = self.make(ev.ReplyAudioEnd, event, ctx, index, reply_event_id=event.event_id, frames=index)
-        out.append(Emit(topics.AUDIO_OUT, end))
-        return out
+        yield [Emit(topics.AUDIO_OUT, end)]

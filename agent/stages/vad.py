@@ -61,6 +61,10 @@ class CallAudio:
 class VadStage(Stage):
     name = "vad"
     blocking = True
+    # The runner hands a whole batch over (one thread hop), and Silero scores one window of
+    # every call per model run: at 10 calls that keeps the VAD in real time while the ASR
+    # workers hold both cores (issue 17: at 8 calls the VAD fell behind).
+    batched = True
     reads = (topics.AUDIO_IN, topics.AUDIO_OUT, topics.CONTROL)
     writes = (topics.SPEECH, topics.CONTROL)
 
@@ -105,18 +109,68 @@ class VadStage(Stage):
 
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
         st: CallAudio = ctx.state
-        if isinstance(event, ev.AudioFrame):
-            if event.reply_event_id is not None:  # the bot's own audio on audio.out
-                self._track_bot(st, event)
-                return []
-            return self._caller_frame(st, event, ctx)
+        if isinstance(event, ev.AudioFrame) and event.reply_event_id is None:
+            steps = self._caller_frame(st, event, ctx)
+            try:
+                request = next(steps)
+                while True:
+                    request = steps.send(self.vad.probability(*request))
+            except StopIteration as done:
+                return done.value
+        return self._other(st, event, ctx)
+
+    def handle_batch(self, items: list[tuple[Any, CallContext]]) -> list[Any]:
+        """Each call's events in order, all calls in lock-step: every round, one Silero run
+        scores the next window of each call that has one.  An event whose handling fails gets
+        its exception as its result (the runner dead-letters it) and the rest go on."""
+        results: list[Any] = [[] for _ in items]
+        by_call: dict[str, list[int]] = {}
+        for i, (_, ctx) in enumerate(items):
+            by_call.setdefault(ctx.call_id, []).append(i)
+
+        def call_steps(indices: list[int]) -> Any:
+            for i in indices:
+                event, ctx = items[i]
+                try:
+                    if isinstance(event, ev.AudioFrame) and event.reply_event_id is None:
+                        results[i] = yield from self._caller_frame(ctx.state, event, ctx)
+                    else:
+                        results[i] = self._other(ctx.state, event, ctx)
+                except Exception as exc:  # noqa: BLE001 - reported per event by the runner
+                    results[i] = exc
+
+        waiting = []
+        for steps in (call_steps(ix) for ix in by_call.values()):
+            try:
+                waiting.append((steps, next(steps)))
+            except StopIteration:
+                pass
+        while waiting:
+            requests = [request for _, request in waiting]
+            many = getattr(self.vad, "probabilities", None)  # a plugin VAD may score one at a time
+            probs = many(requests) if many else [self.vad.probability(*r) for r in requests]
+            still = []
+            for (steps, _), prob in zip(waiting, probs):
+                try:
+                    still.append((steps, steps.send(prob)))
+                except StopIteration:
+                    pass
+            waiting = still
+        return results
+
+    def _other(self, st: CallAudio, event: Any, ctx: CallContext) -> list[Emit]:
+        if isinstance(event, ev.AudioFrame):  # the bot's own audio on audio.out
+            self._track_bot(st, event)
+            return []
         if isinstance(event, ev.CallEnded) and st.turn.phase.value != "quiet":
             return self._emit_turn(st, end_turn(st.turn, self.params, "hangup"), event, ctx, [0])
         return []
 
     # --- caller audio ---------------------------------------------------------------------
 
-    def _caller_frame(self, st: CallAudio, frame: ev.AudioFrame, ctx: CallContext) -> list[Emit]:
+    def _caller_frame(self, st: CallAudio, frame: ev.AudioFrame, ctx: CallContext) -> Any:
+        """A generator: yields (Silero state, window) for each 32 ms window the frame completes,
+        is sent that window's speech probability, and returns the frame's outputs."""
         if len(frame.payload) != ev.FRAME_BYTES[frame.codec]:
             st.bad_frames += 1
             log.warning("bad audio frame skipped", call_id=ctx.call_id, frame_index=frame.frame_index,
@@ -140,7 +194,7 @@ class VadStage(Stage):
         index = [0]
         while len(st.pending) >= WINDOW:
             window, st.pending = st.pending[:WINDOW], st.pending[WINDOW:]
-            prob = self.vad.probability(st.silero, window.astype(np.float32) / 32768.0)
+            prob = yield (st.silero, window.astype(np.float32) / 32768.0)
             st.samples_scored += WINDOW
             now_ms = st.samples_scored * 1000 // PIPELINE_RATE
             self._maybe_reset_silero(st, prob)

@@ -128,6 +128,11 @@ class SipAgentConfig:
     ring_timeout_s: float = 30.0
     #: ring (180) this long before answering; 0 answers at once
     answer_delay_s: float = 0.0
+    #: calls up at once (admission control); 0 = no limit.  Past it an INVITE is refused with
+    #: `busy_status` and Retry-After, so that every admitted call is answered in time
+    max_calls: int = 0
+    busy_status: int = 486
+    retry_after_s: int = 30
 
 
 @dataclass
@@ -184,6 +189,10 @@ class SipAgent:
         self.transport: UdpSipTransport | None = None
         self.uas: SipUAS | None = None
         self.uac: SipUAC | None = None
+        self._admitting = 0  # INVITEs accepted for admission whose media is still being set up
+        self.admitted = 0
+        self.refused_busy = 0
+        self.metrics: Any = None  # agent.observability.Metrics, when the serving process has one
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -234,7 +243,31 @@ class SipAgent:
 
     # --- inbound -----------------------------------------------------------------------
 
+    def at_capacity(self) -> bool:
+        return bool(self.config.max_calls) and len(self.calls) + self._admitting >= self.config.max_calls
+
     async def _answer(self, leg: IncomingCall) -> None:
+        if self.at_capacity():
+            # Refuse now, cleanly, rather than answer a call the agent cannot serve in time: the
+            # caller's side (trunk, dialler) retries after Retry-After or routes elsewhere.
+            status = self.config.busy_status
+            leg._send_response(status, "Busy Here" if status == 486 else "Service Unavailable",
+                               extra_headers={"Retry-After": str(self.config.retry_after_s)})
+            leg.dialog.terminate()
+            self.rejected.append((leg.call_id, status))
+            self.refused_busy += 1
+            if self.metrics is not None:
+                self.metrics.calls_refused.labels(STAGE).inc()
+            log.info("INVITE refused: at capacity", sip_call_id=leg.call_id, calls=len(self.calls),
+                     max_calls=self.config.max_calls, status=status)
+            return
+        self._admitting += 1
+        try:
+            await self._admit(leg)
+        finally:
+            self._admitting -= 1
+
+    async def _admit(self, leg: IncomingCall) -> None:
         sip_id = leg.call_id
         if leg.sdp_offer is None:
             # Offerless INVITEs (offer in the ACK) are rare on trunks and not supported here.
@@ -267,6 +300,9 @@ class SipAgent:
                                        campaign=self.campaign, metadata={"sip_call_id": sip_id,
                                                                          "codec": "PCMA" if answer.payload_type == PCMA else "PCMU"})
         leg.accept(answer.sdp)
+        self.admitted += 1
+        if self.metrics is not None:
+            self.metrics.calls_admitted.labels(STAGE).inc()
         call.watchdog = asyncio.create_task(self._watch(call))
         log.info("call answered", call_id=cid, caller=leg.caller, codec=answer.payload_type)
 
