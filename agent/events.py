@@ -212,6 +212,31 @@ class BotReply(Envelope):
     ends_call: bool = False
     playbook_version: str | None = None
     decided_by: Literal["rule", "template", "llm"] = "template"
+    # With LLM phrasing on (docs/dialogue.md), the phrasing stage records what the LLM produced,
+    # so that a replay re-uses it and never calls the LLM again.  None: phrasing was off.
+    phrased_by: Literal["llm", "template"] | None = None
+    prompt_hash: str | None = None  # sha256 of the prompt sent (the key a replay looks up)
+    llm_text: str | None = None  # what the LLM answered, even when it was rejected
+    llm_model: str | None = None
+    template_text: str | None = None  # the policy's own wording
+    phrasing_note: str | None = None  # why the template was kept (timeout, error, check failed)
+
+
+class ReplyDraft(Envelope):
+    """The policy's template reply when LLM phrasing is on (bot.drafts -> phrasing stage).
+    Carries everything the phrasing needs, so that stage holds no playbook or dialogue state:
+    the prompt to send and the numbers an LLM wording may state."""
+
+    type: Literal["bot.reply_draft"] = "bot.reply_draft"
+    text: str
+    action: str
+    ends_call: bool = False
+    playbook_version: str | None = None
+    decided_by: Literal["rule", "template", "llm"] = "template"
+    #: compliance wording (do-not-call, hand-off, AI disclosure): sent as it is, never phrased
+    keep_template: bool = False
+    prompt: list[dict[str, str]] = Field(default_factory=list)
+    allowed_numbers: list[float] = Field(default_factory=list)
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -260,6 +285,7 @@ AnyEvent = Annotated[
         NluResult,
         DialogueStateUpdated,
         BotReply,
+        ReplyDraft,
         DeadLetter,
         CallOutcome,
     ],
@@ -284,6 +310,7 @@ EVENT_TYPES = {
         NluResult,
         DialogueStateUpdated,
         BotReply,
+        ReplyDraft,
         DeadLetter,
         CallOutcome,
     )

@@ -79,6 +79,7 @@ class ReplayResult:
 def replay_events(call_id: str, recorded: Sequence[Any], stages: Sequence[Stage]) -> ReplayResult:
     if not stages:
         raise ValueError("choose at least one stage to replay")
+    stages = _with_recorded_phrasing(recorded, stages)
     first = stages[0]
     topic_of = _OUTPUT_TYPES
     # The first stage's inputs: recorded events of the types it consumes (transcripts for nlu…)
@@ -94,7 +95,8 @@ def replay_events(call_id: str, recorded: Sequence[Any], stages: Sequence[Stage]
             ctx.seen.add(event.event_id)
             for emit in stage.handle(event, ctx):
                 produced.append(emit.event)
-        new_outputs[stage.name] = {e.turn: e for e in produced if topic_of.get(type(e)) == stage.name}
+        label = _label(stage)
+        new_outputs.setdefault(label, {}).update({e.turn: e for e in produced if topic_of.get(type(e)) == label})
         current = produced
     old_outputs: dict[str, dict[int, Any]] = {}
     for e in recorded:
@@ -102,13 +104,41 @@ def replay_events(call_id: str, recorded: Sequence[Any], stages: Sequence[Stage]
         if name is not None:
             old_outputs.setdefault(name, {})[e.turn] = e
     diffs: list[StageDiff] = []
-    for stage in stages:
-        old, new = old_outputs.get(stage.name, {}), new_outputs.get(stage.name, {})
+    for label in dict.fromkeys(_label(s) for s in stages):
+        old, new = old_outputs.get(label, {}), new_outputs.get(label, {})
         for turn in sorted(set(old) | set(new)):
             a = summarise(old[turn]) if turn in old else None
             b = summarise(new[turn]) if turn in new else None
-            diffs.append(StageDiff(stage.name, turn, a, b, dict_diff(a, b)))
+            diffs.append(StageDiff(label, turn, a, b, dict_diff(a, b)))
     return ReplayResult(call_id, [s.name for s in stages], diffs, len(inputs))
+
+
+def _label(stage: Stage) -> str:
+    # The phrasing stage finishes the policy's reply: its replies compare as the policy's.
+    return getattr(stage, "replay_as", stage.name)
+
+
+def _with_recorded_phrasing(recorded: Sequence[Any], stages: Sequence[Stage]) -> list[Stage]:
+    """For a call made with LLM phrasing: the policy writes drafts again and a phrasing stage
+    answers them from the LLM results recorded on the call's replies, whatever the settings,
+    so that a replay never calls the LLM and gives the same replies every time."""
+    from agent.dialogue.llm import RecordedPhraser
+    from agent.stages.phrasing import PhrasingStage
+    from agent.stages.policy import PolicyStage
+
+    if not any(isinstance(e, ev.BotReply) and e.phrased_by is not None for e in recorded):
+        return list(stages)
+    recorded_llm = RecordedPhraser.from_events(recorded)
+    out: list[Stage] = []
+    for stage in stages:
+        if isinstance(stage, PhrasingStage):
+            continue  # replaced by the recorded one, right after the policy
+        if isinstance(stage, PolicyStage):
+            stage = PolicyStage(stage.playbook, phrase=True)
+        out.append(stage)
+        if isinstance(stage, PolicyStage):
+            out.append(PhrasingStage(recorded_llm))
+    return out
 
 
 def replay_call(log: CallLog, call_id: str, stages: Sequence[Stage]) -> ReplayResult:
@@ -123,6 +153,7 @@ _INPUT_TOPIC = {
     ev.TranscriptPartial: "transcripts",
     ev.NluResult: "nlu.results",
     ev.DialogueStateUpdated: "dialogue.state",
+    ev.ReplyDraft: "bot.drafts",
     ev.BotReply: "bot.replies",
     ev.CallStarted: "call.control",
     ev.CallEnded: "call.control",

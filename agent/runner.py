@@ -43,7 +43,8 @@ LAG_EVERY_S = 5.0
 # the VAD emits the segment that ends a turn) is logged at INFO: one line per turn and stage
 # for operators.  Everything else (audio frames, partial transcripts, call control) stays at
 # DEBUG, or an audio call would log fifty lines a second.
-TURN_EVENTS = frozenset({"speech.segment", "transcript.final", "nlu.result", "dialogue.state", "bot.reply"})
+TURN_EVENTS = frozenset({"speech.segment", "transcript.final", "nlu.result", "dialogue.state", "bot.reply_draft",
+                         "bot.reply"})
 
 
 class CallSnapshot(BaseModel):
@@ -155,7 +156,7 @@ class StageRunner:
         self.health.started(consumer.assignment)
         log.info("stage started", stage=self.stage.name, group=self.group, reads=list(self.reads))
         next_lag = 0.0
-        if self.stage.workers > 1:
+        if self.stage.workers > 1 or self.stage.asynchronous:
             try:
                 await self._run_parallel(consumer)
             finally:
@@ -330,6 +331,17 @@ class StageRunner:
         self._account(rec, event, emits, time.perf_counter() - started, count=not last_part)
         return [(e.topic, e.event.call_id, ev.encode(e.event)) for e in emits]  # type: ignore[attr-defined]
 
+    async def _call_handler_async(self, rec: Record, event: Any, ctx: CallContext) -> Any:
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(call_id=event.call_id, turn=event.turn, stage=self.stage.name):
+            try:
+                emits = await self.stage.handle_async(event, ctx)
+            except Exception as exc:  # a stage must never die on one bad event
+                log.exception("handler failed", event_type=event.type, event_id=event.event_id)
+                return [self._dead_letter(rec, f"handler failed: {type(exc).__name__}: {exc}")]
+        self._account(rec, event, emits, time.perf_counter() - started)
+        return [(e.topic, e.event.call_id, ev.encode(e.event)) for e in emits]  # type: ignore[attr-defined]
+
     def _account(self, rec: Record, event: Any, emits: list[Emit], took: float, count: bool = True) -> None:
         if count:
             self.handled += 1
@@ -364,7 +376,13 @@ class StageRunner:
 
         async def work(w: _Work) -> None:
             try:
-                out = await loop.run_in_executor(pool, self._call_handler, w.rec, w.event, w.ctx, self.stage.handle)
+                if self.stage.asynchronous:
+                    # An effect stage (the LLM phrasing): its await is network I/O, so it runs
+                    # as a task on the loop; other calls' requests and every other stage go on.
+                    out = await self._call_handler_async(w.rec, w.event, w.ctx)
+                else:
+                    out = await loop.run_in_executor(pool, self._call_handler, w.rec, w.event, w.ctx,
+                                                     self.stage.handle)
                 await self._publish(out)
             finally:
                 w.track[1] = True

@@ -9,7 +9,7 @@ from typing import AsyncIterator
 
 from agent.bus.base import Bus
 from agent.observability import Metrics
-from agent.pipeline import TEXT_STAGES, build_stage
+from agent.pipeline import TEXT_STAGES, build_stage, with_phrasing
 from agent.runner import StageRunner
 from agent.silence import SilenceWatch
 from agent.settings import Settings
@@ -47,7 +47,7 @@ async def running_pipeline(
     metrics: Metrics | None = None,
 ) -> AsyncIterator[RunningPipeline]:
     settings = settings or Settings()
-    built = [build_stage(s, settings) if isinstance(s, str) else s for s in stages]
+    built = [build_stage(s, settings) if isinstance(s, str) else s for s in with_phrasing(stages, settings)]
     pipe = RunningPipeline(bus, [StageRunner(s, bus, metrics=metrics) for s in built])
     pipe.tasks = [asyncio.create_task(r.run()) for r in pipe.runners]
     pipe.silence = silence_watch_for(bus, settings, [s.name for s in built])

@@ -158,6 +158,8 @@ def _stage_class(name: str) -> str:
         "policy": "agent.stages.policy:PolicyStage", "hangup": "agent.stages.hangup:HangupStage",
         "dtmf": "agent.stages.dtmf:DtmfStage", "vad": "agent.stages.vad:VadStage",
         "asr": "agent.stages.asr:AsrStage", "tts": "agent.stages.tts:TtsStage",
+        "outcome": "agent.stages.outcome:OutcomeStage",
+        "phrasing": "agent.stages.phrasing:PhrasingStage",
     }[name]
 
 

@@ -57,8 +57,9 @@ async def test_json_logs_carry_call_id_turn_and_stage(text_pipeline, capsys):
     dead = [l for l in lines if l.get("event") == "dead letter"]
     assert dead and dead[0]["source_topic"] == "transcripts" and dead[0]["call_id"] == "call-log"
     handled = [l for l in lines if l.get("event") == "turn handled" and l.get("call_id") == "call-log"]
-    # dtmf watches nlu.results (for the turn) and hangup bot.replies (for a goodbye): one line each too
-    assert {l["stage"] for l in handled} == {"nlu", "dst", "policy", "dtmf", "hangup"}
+    # dtmf watches nlu.results (for the turn), hangup bot.replies (for a goodbye) and outcome
+    # bot.replies (for the call's outcome at its end): one line each too
+    assert {l["stage"] for l in handled} == {"nlu", "dst", "policy", "dtmf", "hangup", "outcome"}
     assert all(l["turn"] == 1 for l in handled)
 
 
@@ -69,5 +70,5 @@ async def test_at_info_each_stage_logs_one_line_per_caller_turn(text_pipeline, c
     mine = [l for l in lines if l.get("call_id") == "call-info"]
     assert mine and all(l["event"] == "turn handled" and l["level"] == "info" for l in mine)
     per_turn = sorted((l["turn"], l["stage"]) for l in mine)
-    assert per_turn == [(t, s) for t in (1, 2) for s in ("dst", "dtmf", "hangup", "nlu", "policy")]
+    assert per_turn == [(t, s) for t in (1, 2) for s in ("dst", "dtmf", "hangup", "nlu", "outcome", "policy")]
     assert all(isinstance(l["ms"], float) for l in mine)

@@ -17,7 +17,7 @@ from agent.bus import make_bus
 from agent.calllog import CallLog, Turn
 from agent.cli.app import app, calls_app
 from agent.observability import Metrics, configure_logging
-from agent.pipeline import STAGE_FACTORIES, TEXT_STAGES, build_stage
+from agent.pipeline import STAGE_FACTORIES, TEXT_STAGES, build_stage, with_phrasing
 from agent.runner import StageRunner
 from agent.settings import Settings, load
 
@@ -98,7 +98,7 @@ def run(
 ) -> None:
     """Run all stages in one process (embedded bus by default) until SIGTERM/SIGINT."""
     settings = _settings(bus, data_dir)
-    names = stages.split(",") if stages else list(TEXT_STAGES)
+    names = with_phrasing(stages.split(",") if stages else list(TEXT_STAGES), settings)
     asyncio.run(_run_runners(settings, names))
 
 

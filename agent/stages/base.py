@@ -92,6 +92,9 @@ class Stage(ABC):
     #: True for stages whose `handle_stream` yields outputs in parts that should leave as soon
     #: as each is ready (TTS: the first clause's audio goes out while the rest is synthesised)
     streams: ClassVar[bool] = False
+    #: True for effect stages (the LLM phrasing) whose `handle_async` awaits network I/O: the
+    #: runner awaits it as a task on the event loop, up to `workers` calls at once
+    asynchronous: ClassVar[bool] = False
 
     def new_state(self, call_id: str) -> Any:
         return None
@@ -116,6 +119,10 @@ class Stage(ABC):
     def handle_stream(self, event: Any, ctx: CallContext) -> Iterator[list[Emit]]:
         """`handle` in parts: the runner publishes each part as soon as it is yielded."""
         yield self.handle(event, ctx)
+
+    async def handle_async(self, event: Any, ctx: CallContext) -> list[Emit]:
+        """`handle` with an awaited effect (only for `asynchronous` stages)."""
+        return self.handle(event, ctx)
 
     def priority(self, event: Any) -> int:
         """For parallel stages: lower runs first when workers are scarce (finals before partials)."""

@@ -1,4 +1,8 @@
-"""Policy + reply stage: dialogue.state -> bot.replies (and call end when the policy ends it)."""
+"""Policy + reply stage: dialogue.state -> bot.replies (and call end when the policy ends it).
+
+With LLM phrasing on (`phrase=True`), the template reply goes to bot.drafts instead, with the
+prompt and the numbers a rewording may state; the phrasing stage (agent/stages/phrasing.py) makes
+the network call and publishes the final bot.reply.  This stage stays pure either way."""
 
 from __future__ import annotations
 
@@ -7,18 +11,19 @@ from typing import Any
 from agent import events as ev
 from agent import topics
 from agent.dialogue import Action, DialogueState, Playbook, decide, render
-from agent.dialogue.llm import LlmPhraser
+from agent.dialogue.llm import build_prompt, keeps_template
+from agent.dialogue.replies import allowed_numbers
 from agent.stages.base import CallContext, Emit, Stage
 
 
 class PolicyStage(Stage):
     name = "policy"
     reads = (topics.DIALOGUE,)
-    writes = (topics.REPLIES,)
+    writes = (topics.REPLIES, topics.DRAFTS)
 
-    def __init__(self, playbook: Playbook, phraser: LlmPhraser | None = None) -> None:
+    def __init__(self, playbook: Playbook, phrase: bool = False) -> None:
         self.playbook = playbook
-        self.phraser = phraser
+        self.phrase = phrase
         self.version = f"{playbook.name}@{playbook.version}"
 
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
@@ -31,17 +36,14 @@ class PolicyStage(Stage):
         # written without it (an older producer).
         action = Action.model_validate(planned) if planned else decide(state, self.playbook)
         reply = render(action, state, self.playbook)
-        if self.phraser is not None:
-            reply = self.phraser.phrase(reply, action, state, self.playbook)
-        out = self.make(
-            ev.BotReply,
-            event,
-            ctx,
-            0,
-            text=reply.text,
-            action=reply.action,
-            ends_call=reply.ends_call,
-            playbook_version=self.version,
-            decided_by=reply.decided_by,
+        fields = dict(text=reply.text, action=reply.action, ends_call=reply.ends_call,
+                      playbook_version=self.version, decided_by=reply.decided_by)
+        if not self.phrase:
+            return [Emit(topics.REPLIES, self.make(ev.BotReply, event, ctx, 0, **fields))]
+        keep = keeps_template(action)
+        draft = self.make(
+            ev.ReplyDraft, event, ctx, 0, **fields, keep_template=keep,
+            prompt=[] if keep else build_prompt(reply.text, state, self.playbook),
+            allowed_numbers=[] if keep else sorted(allowed_numbers(state, self.playbook, action)),
         )
-        return [Emit(topics.REPLIES, out)]
+        return [Emit(topics.DRAFTS, draft)]
