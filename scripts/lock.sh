@@ -17,7 +17,9 @@ compile() {  # compile OUT [uv args...]
 }
 mkdir -p requirements
 compile core pyproject.toml
-for extra in nlu speech train telephony console spoken synth deploy test; do
+# Every extra pyproject.toml declares gets its lock (tests/test_install.py checks there is one each).
+extras=$(python3 -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]))')
+for extra in $extras; do
   compile "$extra" pyproject.toml --extra "$extra"
 done
 # Silero VAD + Smart Turn ONNX files ship inside the pipecat-ai wheel: only that wheel, not its
