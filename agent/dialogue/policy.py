@@ -131,6 +131,12 @@ def _task_action(state: DialogueState, pb: Playbook, allow_fallback: bool = True
         if state.value("callback_time"):
             return Action(name="book_callback", params={"callback_time": state.value("callback_time")})
         return _ask(pb, "callback_time")
+    # A caller who asks for a demo in the same breath as a complaint (行吧，那先约个演示) has moved
+    # past the objection: book it rather than argue the price again.
+    if "demo_request" in turn:
+        if product is None:
+            return _ask(pb, "product")
+        return Action(name="book_demo", params={"product": product.id})
     if state.turn_objection == "price":
         return _price_objection(state, pb, product)
     if state.turn_objection == "competitor":
@@ -139,10 +145,6 @@ def _task_action(state: DialogueState, pb: Playbook, allow_fallback: bool = True
         answer = pb.objections[state.turn_objection].answer
         return Action(name="objection", params={"answer": answer, "offer": "callback", "objection": state.turn_objection,
                                                 "slot": "callback_time"})
-    if "demo_request" in turn:
-        if product is None:
-            return _ask(pb, "product")
-        return Action(name="book_demo", params={"product": product.id})
     if "purchase_intent" in turn:
         return _quote_or_ask(state, pb, product, close=True)
     if "affirm" in turn and state.offer and not (turn & set(("price_inquiry", "feature_inquiry", "integration_inquiry"))):

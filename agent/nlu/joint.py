@@ -43,7 +43,7 @@ ENTITY_TYPES = ("product", "feature", "system", "competitor", "concurrency", "qu
                 "callback_time", "region", "phone")
 TAGS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
 SAFETY_INTENTS = ("do_not_call", "request_human", "ask_if_robot")
-HYBRID_ADD = ("phone", "term")
+HYBRID_ADD = ("phone", "term", "concurrency")  # the rules parse these from explicit cue words (并发, 电话, 一年); the tagger saw few
 MAX_LEN = 64
 MAX_TEXT_CHARS = 200  # a real turn is shorter; a runaway transcript must not cost more
 MAX_CONTEXT_CHARS = 40
