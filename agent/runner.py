@@ -170,12 +170,7 @@ class StageRunner:
                 records = await consumer.getmany(timeout_ms=200, max_records=200)
                 if records:
                     await self._process_batch(consumer, records)
-                if time.monotonic() >= self._next_sweep:
-                    self._next_sweep = time.monotonic() + self.sweep_every_s
-                    await self._sweep()
-                if time.monotonic() >= next_lag:
-                    next_lag = time.monotonic() + LAG_EVERY_S
-                    await self._report_lag()
+                next_lag = await self._housekeeping(next_lag)
         finally:
             self.health.stopped()
             await consumer.stop()
@@ -189,6 +184,17 @@ class StageRunner:
             log.debug("lag unavailable", error=str(exc))
 
     # --- the work ----------------------------------------------------------------------
+
+    async def _housekeeping(self, next_lag: float) -> float:
+        """Between batches: free ended and idle calls, report the lag, each on its own period.
+        Returns when the lag is next due."""
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.sweep_every_s
+            await self._sweep()
+        if time.monotonic() >= next_lag:
+            next_lag = time.monotonic() + LAG_EVERY_S
+            await self._report_lag()
+        return next_lag
 
     async def _process_batch(self, consumer: Consumer, records: list[Record]) -> None:
         offsets: dict[TopicPartition, int] = {}
@@ -436,12 +442,7 @@ class StageRunner:
                     await asyncio.wait(running, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
                     dispatch()
                 await self._commit_finished(consumer, inflight)
-                if time.monotonic() >= self._next_sweep:
-                    self._next_sweep = time.monotonic() + self.sweep_every_s
-                    await self._sweep()
-                if time.monotonic() >= next_lag:
-                    next_lag = time.monotonic() + LAG_EVERY_S
-                    await self._report_lag()
+                next_lag = await self._housekeeping(next_lag)
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
