@@ -35,3 +35,14 @@ async def embedded_bus(tmp_path: Path):
 async def text_pipeline(embedded_bus):
     async with running_pipeline(embedded_bus) as pipe:
         yield pipe
+
+
+@pytest.fixture
+async def rules_pipeline(embedded_bus):
+    """The text pipeline with the rule understander: for stories about campaigns, outcomes and
+    dialogue whose caller lines were written with the rules (the default joint model's own
+    figures are in docs/nlu.md)."""
+    from agent.settings import Settings
+
+    async with running_pipeline(embedded_bus, Settings(nlu_model="rules")) as pipe:
+        yield pipe

@@ -80,8 +80,8 @@ def test_retries_back_off_and_outcomes_come_from_what_the_bot_did():
     assert outcome_from_actions(["opening"]) == Outcome.REACHED
 
 
-async def test_a_campaign_works_the_list_within_every_rule(text_pipeline, tmp_path):
-    bus = text_pipeline.bus
+async def test_a_campaign_works_the_list_within_every_rule(rules_pipeline, tmp_path):
+    bus = rules_pipeline.bus
     (tmp_path / "leads.csv").write_text(LEADS, encoding="utf-8")
     leads, _ = read_leads(tmp_path / "leads.csv")
     dnc_path = tmp_path / "dnc.txt"

@@ -39,41 +39,41 @@ async def _outcomes(bus: EmbeddedBus, call_id: str, wait_s: float = 5.0) -> list
     return [e for e in await _control(bus, call_id) if isinstance(e, ev.CallOutcome)]
 
 
-async def test_a_caller_who_books_a_demo_leaves_one_demo_booked_outcome_at_the_closing_stage(text_pipeline):
-    call = await run_text_call(text_pipeline.bus, BOOKS_A_DEMO, call_id="live-demo")
+async def test_a_caller_who_books_a_demo_leaves_one_demo_booked_outcome_at_the_closing_stage(rules_pipeline):
+    call = await run_text_call(rules_pipeline.bus, BOOKS_A_DEMO, call_id="live-demo")
     assert call.replies[-1].action == "book_demo" and call.agent_ended is not None
 
-    outs = await _outcomes(text_pipeline.bus, "live-demo")
+    outs = await _outcomes(rules_pipeline.bus, "live-demo")
     assert [(o.kind, o.outcome, o.sale_stage, o.source, o.stage) for o in outs] == [
         ("call", "demo_booked", "closing", "agent", "outcome")]
     assert outs[0].caused_by == call.agent_ended.event_id  # caused by the agent's own end of the call
 
 
-async def test_a_do_not_call_request_leaves_one_dnc_outcome_even_when_the_caller_hangs_up_too(text_pipeline):
-    call = await run_text_call(text_pipeline.bus, NEVER_CALL_AGAIN, call_id="live-dnc")
+async def test_a_do_not_call_request_leaves_one_dnc_outcome_even_when_the_caller_hangs_up_too(rules_pipeline):
+    call = await run_text_call(rules_pipeline.bus, NEVER_CALL_AGAIN, call_id="live-dnc")
     assert call.replies[-1].action == "exit_do_not_call" and call.agent_ended is not None
     # the caller's phone sends its own hang-up after the agent's (as a SIP BYE race would)
-    await end_call(text_pipeline.bus, "live-dnc", 2, reason="hangup")
+    await end_call(rules_pipeline.bus, "live-dnc", 2, reason="hangup")
 
-    outs = await _outcomes(text_pipeline.bus, "live-dnc")
+    outs = await _outcomes(rules_pipeline.bus, "live-dnc")
     assert [(o.outcome, o.sale_stage) for o in outs] == [("dnc", "opening")]
     assert outs[0].caused_by == call.agent_ended.event_id
 
 
-async def test_a_caller_who_hangs_up_after_a_price_leaves_quote_sent(text_pipeline):
-    call = await run_text_call(text_pipeline.bus, ["你好", "想了解一下SaaS平台", "大概2000并发"], call_id="live-quote")
+async def test_a_caller_who_hangs_up_after_a_price_leaves_quote_sent(rules_pipeline):
+    call = await run_text_call(rules_pipeline.bus, ["你好", "想了解一下SaaS平台", "大概2000并发"], call_id="live-quote")
     assert not call.ended_by_bot  # the caller hung up
 
-    outs = await _outcomes(text_pipeline.bus, "live-quote")
+    outs = await _outcomes(rules_pipeline.bus, "live-quote")
     assert [(o.outcome, o.sale_stage) for o in outs] == [("quote_sent", "recommendation")]
 
 
-async def test_dianxiao_learn_reads_the_live_calls_outcomes(text_pipeline):
+async def test_dianxiao_learn_reads_the_live_calls_outcomes(rules_pipeline):
     for call_id, script in (("learn-demo", BOOKS_A_DEMO), ("learn-dnc", NEVER_CALL_AGAIN)):
-        await run_text_call(text_pipeline.bus, script, call_id=call_id)
-        assert await _outcomes(text_pipeline.bus, call_id)
+        await run_text_call(rules_pipeline.bus, script, call_id=call_id)
+        assert await _outcomes(rules_pipeline.bus, call_id)
 
-    records = {r.call_id: r for r in read_call_log(Path(text_pipeline.bus.path), load_playbook("cloud_saas"))}
+    records = {r.call_id: r for r in read_call_log(Path(rules_pipeline.bus.path), load_playbook("cloud_saas"))}
     assert (records["learn-demo"].outcome, records["learn-demo"].sale_stage) == ("demo_booked", "closing")
     assert records["learn-demo"].win("call") and not records["learn-dnc"].win("call")
     assert records["learn-dnc"].outcome == "dnc"

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from agent.cli.app import app
 from agent.nlu.evaluate import DataError, evaluate, load_examples
+from agent.nlu import load_understander
 from agent.nlu.rules import RuleUnderstander
 from pipelines.nlu_corpus import generate
 from agent.resources import DATA_DIR
@@ -75,13 +76,26 @@ def test_csv_files_are_read_too(tmp_path):
 def test_nlu_command_prints_json():
     res = _cli().invoke(app, ["nlu", "我要性价比高的云服务器，还要支持异地备份，最好能对接我现有的ERP系统"])
     out = json.loads(res.output)
-    assert {i["name"] for i in out["intents"]} == {"product_inquiry", "feature_inquiry", "integration_inquiry"}
-    assert out["decided_by"] == "rule"
+    assert {"feature_inquiry", "integration_inquiry"} <= {i["name"] for i in out["intents"]}
+    assert {("product", "cloud_server"), ("feature", "offsite_backup"), ("system", "ERP")} <= {
+        (e["type"], e["value"]) for e in out["entities"]}
+    assert out["decided_by"] == "model"  # the shipped joint model is the default
 
 
-def test_shipped_test_split_meets_the_bars_with_the_rules():
-    result = evaluate(RuleUnderstander(), load_examples(NLU_DATA / "test.jsonl"))["summary"]
+def test_the_template_dev_split_meets_the_bars_with_the_rules():
+    # gates on dev, never on a test split (the hand-written test writers are never gated on)
+    result = evaluate(RuleUnderstander(), load_examples(NLU_DATA / "dev.jsonl"))["summary"]
     assert result["micro_f1"] >= 0.95 and result["exact_match"] >= 0.85
+
+
+def test_the_default_model_beats_the_rules_on_the_hand_written_dev_writers():
+    from agent.nlu.corpus import load_split
+
+    dev = [e.to_example() for e in load_split("dev")]
+    model = evaluate(load_understander(None), dev)["summary"]
+    rules = evaluate(RuleUnderstander(), dev)["summary"]
+    assert model["micro_f1"] >= 0.80 and model["exact_match"] >= 0.65
+    assert model["micro_f1"] > rules["micro_f1"] + 0.15
 
 
 def test_the_test_split_shares_no_utterance_or_template_with_train():

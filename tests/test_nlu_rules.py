@@ -139,9 +139,11 @@ def test_non_text_is_a_clear_error(nlu):
         nlu.understand(None)  # type: ignore[arg-type]
 
 
-def test_default_understander_is_the_rules():
+def test_the_default_understander_is_the_joint_model_and_the_rules_still_guard_compliance():
     und = load_understander(None)
-    assert und.understand("多少钱").decided_by == "rule"
+    assert und.understand("多少钱").decided_by == "model"
+    assert "do_not_call" in {i.name for i in und.understand("以后别再给我打电话了").intents}
+    assert load_understander("rules").understand("多少钱").decided_by == "rule"
 
 
 # --- what the dialogue team and the third hand-written set showed (general patterns, not sentences) ---
