@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from agent.resources import DATA_DIR
+from tests.nlu_helpers import save_tiny_bert
 
 torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
 pytest.importorskip("transformers", reason="training needs the train extra (transformers)")
@@ -44,8 +45,6 @@ def tiny_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory, tiny_corpus) -> Path:
     """A tiny BERT with a character-level tokenizer, saved as a transformers directory."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     chars: set[str] = set("我要一千并发的云服务器别再给打电话了有异地备份吗")
     for split in ("train", "dev"):
@@ -54,19 +53,7 @@ def tiny_base(tmp_path_factory, tiny_corpus) -> Path:
             chars.update(obj["text"])
             for c in obj.get("context") or []:
                 chars.update(c)
-    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", *sorted(chars)])}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tk.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    d = tmp_path_factory.mktemp("tiny-base")
-    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                            pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>").save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=130, pad_token_id=1)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(d)
-    return d
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-base"), chars)
 
 
 def test_numpy_encoder_matches_bertmodel_with_lora_merged(tiny_base):

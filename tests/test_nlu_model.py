@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from agent.resources import DATA_DIR
+from tests.nlu_helpers import save_tiny_bert
 
 torch = pytest.importorskip("torch", reason="training needs the train extra (torch==2.13.0)")
 pytest.importorskip("transformers", reason="training needs the train extra (transformers)")
@@ -24,27 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
     """A tiny BERT with a character-level tokenizer over the corpus, as a local model dir."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     chars: set[str] = set()
     for split in ("train", "dev", "test"):
         for line in (DATA_DIR / "nlu" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
             chars.update(json.loads(line)["text"].lower())
-    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", *sorted(chars)])}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tk.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-    )
-    d = tmp_path_factory.mktemp("tiny-base")
-    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                            pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>").save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=130, pad_token_id=1)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(d)
-    return d
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-base"), chars)
 
 
 @pytest.fixture(scope="module")
