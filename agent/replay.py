@@ -110,7 +110,9 @@ def replay_events(call_id: str, recorded: Sequence[Any], stages: Sequence[Stage]
             a = summarise(old[turn]) if turn in old else None
             b = summarise(new[turn]) if turn in new else None
             diffs.append(StageDiff(label, turn, a, b, dict_diff(a, b)))
-    return ReplayResult(call_id, [s.name for s in stages], diffs, len(inputs))
+    # replies the NLU reads for context are fed in log order (the recorded ones), not counted as turns
+    context_only = set(getattr(first, "context_topics", ()))
+    return ReplayResult(call_id, [s.name for s in stages], diffs, sum(_topic_guess(e) not in context_only for e in inputs))
 
 
 def _label(stage: Stage) -> str:

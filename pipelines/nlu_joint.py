@@ -59,6 +59,7 @@ class JointConfig:
     progress: bool = True
     corpus_dir: Path = UTTERANCE_DIR
     evaluate_rules: bool = True
+    bot_prev: bool = True  # the agent's previous words join the second input segment (agent/nlu/joint.second_segment)
     onnx: bool = True  # also export the merged layers as ONNX INT8 (joint.int8.onnx; needs onnx + onnxruntime)
 
 
@@ -141,11 +142,11 @@ def _collate(batch: list[dict], device: str):
     return t(ids), t(types), t(mask), t(tags), t(neg), t(y)
 
 
-def _items(examples: list[CorpusExample], inp: JointInput, names: list[str]) -> list[dict]:
+def _items(examples: list[CorpusExample], inp: JointInput, names: list[str], bot_prev: bool = True) -> list[dict]:
     idx = {n: i for i, n in enumerate(names)}
     out = []
     for ex in examples:
-        enc = inp.encode(ex.text, ex.context)
+        enc = inp.encode(ex.text, ex.context, ex.bot_prev if bot_prev else None)
         tags, neg = bio_targets(enc, [(s.type, s.start, s.end, s.negated) for s in ex.entities])
         y = np.zeros(len(names), dtype=np.float32)
         for n in ex.intents or ("other",):
@@ -186,6 +187,7 @@ def export(model, cfg: JointConfig, names: list[str], gaz: dict, extra: dict) ->
         "lora_targets": list(LORA_TARGETS) if not cfg.full_finetune else [],
         "full_finetune": cfg.full_finetune,
         "gazetteer": gaz,
+        "bot_prev": cfg.bot_prev,
         "entity_mode": "hybrid",  # agent/nlu/joint.JointUnderstander: rules' values on overlapping spans, + their phone/term
         **extra,
     }
@@ -241,7 +243,7 @@ def score(path: Path, dev: list[CorpusExample], names: list[str], base: str | No
     from pipelines.nlu_train import calibrate
 
     jm = JointModel(path, base=base, cache=False)
-    probs = np.stack([jm.predict(ex.text, ex.context).probs for ex in dev])
+    probs = np.stack([jm.predict(ex.text, ex.context, ex.bot_prev).probs for ex in dev])
     y = np.zeros((len(dev), len(names)), dtype=np.float32)
     for r, ex in enumerate(dev):
         for n in ex.intents:
@@ -287,7 +289,7 @@ def train_joint(cfg: JointConfig) -> dict:
 
     t0 = time.time()
     inp = JointInput(_tokenizer_file(cfg.base))
-    items = _items(train, inp, names)
+    items = _items(train, inp, names, cfg.bot_prev)
     model = _build(cfg, len(names))
     if cfg.full_finetune:
         for n, p in model.named_parameters():

@@ -139,6 +139,10 @@ def test_bio_targets_and_decoding_round_trip(tiny_base):
     ("product", "企业邮箱", "enterprise_email"),  # the train split's span table
     ("product", "Video  Wall", "videowall"),  # open vocabulary: lower-case, no spaces
     ("system", "金蝶", "ERP"),  # the predicted type picks the reading
+    ("system", "我们的财务软件", "ERP"),
+    ("system", "海关单一窗口", "OTHER"),  # a system is a category (guide): one no table knows is OTHER, never its words
+    ("feature", "4核8G", "4核8g"),  # a spec string is one feature (guide, decided case 11), not cpu
+    ("feature", "四核八G", "4核8g"),
     ("competitor", "金蝶", "kingdee"),
     ("concurrency", "两千并发", 2000),
     ("quantity", "两百人", 200),
@@ -181,6 +185,7 @@ def test_training_writes_a_small_adapter_and_dev_metrics(trained):
 
     cfg, arrays = read_adapter(out)
     assert set(cfg["thresholds"]) == set(cfg["labels"]) and cfg["dev"]["n"] == 24
+    assert cfg["bot_prev"] is True  # trained with the agent's previous words in the second segment
     assert sum(1 for k in arrays if k.startswith("lora.")) == 2 * 6 * 2  # A and B, 6 maps, 2 layers
     assert all(v.dtype == np.float16 for k, v in arrays.items() if k.startswith("lora."))
 
@@ -271,3 +276,12 @@ def test_int8_onnx_export_of_the_merged_layers_is_used_when_present(trained, tmp
     # exported from other weights: ignored, the numpy layers run
     set_config(adapter, onnx_weights="0" * 16)
     assert JointModel(adapter, cache=False).session is None
+
+
+def test_the_agent_s_question_joins_the_second_segment_after_the_caller_s_last_turn():
+    from agent.nlu.joint import BOT_MARK, second_segment
+
+    assert second_segment((), None) is None
+    assert second_segment(("我想要云桌面",), None) == "我想要云桌面"
+    assert second_segment(("我想要云桌面",), "要不要上门演示？") == f"我想要云桌面 {BOT_MARK}要不要上门演示？"
+    assert second_segment((), "  ") is None

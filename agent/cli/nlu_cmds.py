@@ -22,9 +22,11 @@ def nlu_cmd(
     text: str = typer.Argument(..., help="what the caller said"),
     context: list[str] = typer.Option([], "--context", "-c", help="a previous caller turn (repeat; oldest first)"),
     model: str | None = typer.Option(None, "--model", help="trained model dir (default: settings.nlu_model; none = rules)"),
+    bot_prev: str | None = typer.Option(None, "--bot-prev", help="what the agent said just before (the caller's turn answers it)"),
 ) -> None:
     """Understand one utterance and print intents + entities as JSON."""
-    out = _understander(model).understand(text, context)
+    und = _understander(model)
+    out = und.understand(text, context, bot_prev=bot_prev) if bot_prev else und.understand(text, context)
     typer.echo(json.dumps({
         "text": text,
         "intents": [i.model_dump() for i in out.intents],

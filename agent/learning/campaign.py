@@ -87,11 +87,13 @@ class CachedUnderstander:
         self.inner = inner
         self._memo = lru_cache(maxsize=20000)(self._understand)
 
-    def _understand(self, text: str, context: tuple[str, ...]) -> Any:
-        return self.inner.understand(text, context=context)
+    def _understand(self, text: str, context: tuple[str, ...], bot_prev: str | None) -> Any:
+        if bot_prev is None:
+            return self.inner.understand(text, context=context)
+        return self.inner.understand(text, context=context, bot_prev=bot_prev)
 
-    def understand(self, text: str, context: tuple[str, ...] = ()) -> Any:
-        return self._memo(text, tuple(context))
+    def understand(self, text: str, context: tuple[str, ...] = (), bot_prev: str | None = None) -> Any:
+        return self._memo(text, tuple(context), bot_prev)
 
 
 def explore_moves(pb: Playbook, lead_id: str, seed: int) -> dict[str, str]:
@@ -161,7 +163,7 @@ def simulate_lead(lead_id: str, pb: Playbook, ref: str, understander: Any, *, se
             break
         turn += 1
         tr = ev.TranscriptFinal(call_id=call_id, turn=turn, stage="caller", text=text, caused_by=last_id, ts_wall=ts())
-        nlu = understander.understand(text, context=tuple(said[-CONTEXT_TURNS:]))
+        nlu = understander.understand(text, context=tuple(said[-CONTEXT_TURNS:]), bot_prev=replies[-1].text if replies else None)
         said.append(text)
         result = ev.NluResult(call_id=call_id, turn=turn, stage="nlu", text=text, intents=nlu.intents,
                               entities=nlu.entities, caused_by=tr.event_id, ts_wall=ts(),

@@ -25,7 +25,10 @@ class NluOutput:
 class Understander(Protocol):
     version: str
 
-    def understand(self, text: str, context: Sequence[str] = ()) -> NluOutput: ...
+    def understand(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> NluOutput:
+        """`context`: the caller's earlier turns, oldest first; `bot_prev`: what the agent said just
+        before this turn (a 是的/不用/两百个人 means something only as an answer to it)."""
+        ...
 
 
 # What `nlu_model = None` means.  "joint" uses the shipped joint model when its file (and the

@@ -70,7 +70,8 @@ class CorpusExample:
 
     def to_example(self) -> Example:
         """The evaluation form: entities as (type, normalised value); spans dropped."""
-        return Example(self.text, self.intents, tuple((s.type, _norm_value(s.value)) for s in self.entities), self.context)
+        return Example(self.text, self.intents, tuple((s.type, _norm_value(s.value)) for s in self.entities), self.context,
+                       self.bot_prev)
 
 
 def split_of(writer: str, writers: dict[str, str] | None = None) -> str:

@@ -20,6 +20,7 @@ class Example:
     intents: tuple[str, ...]
     entities: tuple[tuple[str, str], ...]
     context: tuple[str, ...] = ()
+    bot_prev: str | None = None  # what the agent said just before (corpus lines that answer it)
 
 
 class DataError(ValueError):
@@ -46,7 +47,9 @@ def parse_example(obj: Any, where: str = "") -> Example:
     ctx = obj.get("context") or []
     if isinstance(ctx, str):
         ctx = [ctx]
-    return Example(obj["text"], tuple(str(i).strip() for i in intents), tuple(ents), tuple(str(c) for c in ctx))
+    bot_prev = obj.get("bot_prev")
+    return Example(obj["text"], tuple(str(i).strip() for i in intents), tuple(ents), tuple(str(c) for c in ctx),
+                   bot_prev if isinstance(bot_prev, str) and bot_prev.strip() else None)
 
 
 def load_examples(path: Path, bad: list[Any] | None = None) -> list[Example]:
@@ -104,7 +107,7 @@ def evaluate(understander: Understander, examples: Sequence[Example]) -> dict[st
     errors: list[dict[str, Any]] = []
     for ex in examples:
         t0 = time.perf_counter()
-        out = understander.understand(ex.text, ex.context)
+        out = understander.understand(ex.text, ex.context, bot_prev=ex.bot_prev) if ex.bot_prev else understander.understand(ex.text, ex.context)
         lat.append((time.perf_counter() - t0) * 1000)
         decided[out.decided_by] += 1
         pred = {i.name for i in out.intents}

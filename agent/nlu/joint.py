@@ -8,8 +8,9 @@ split's span -> value table).  The base weights are not in it: they come from na
 file (`agent/nlu/encoder.py`), the deltas are merged in numpy at first use and the merged
 layers cached under ~/.cache/dianxiao (keyed by base + adapter hash).
 
-Input: the utterance, plus the caller's previous turn as a second segment when there is one
-(the same `JointInput.encode` builds training batches).  Intents: mean-pooled states ->
+Input: the utterance, plus a second segment with the caller's previous turn and (for adapters
+trained with `bot_prev`) what the agent said just before (`second_segment`; the same
+`JointInput.encode` builds training batches).  Intents: mean-pooled states ->
 LayerNorm -> linear -> sigmoid, per-intent thresholds calibrated on dev.  Entities: a tag per
 text token (O, B-type, I-type) + a "negated" sigmoid; a span's value comes from the project's
 normalisers (`normalise_value`): the train split's span table, the lexicon, the number and
@@ -35,6 +36,7 @@ import numpy as np
 
 from agent.events import Entity, Intent
 from agent.nlu import NluOutput
+from agent.nlu.openvocab import SYSTEM_CATEGORIES, system_category
 from agent.resources import DATA_DIR
 
 FORMAT = "dianxiao-nlu-joint/1"
@@ -47,6 +49,7 @@ HYBRID_ADD = ("phone", "term", "concurrency")  # the rules parse these from expl
 MAX_LEN = 64
 MAX_TEXT_CHARS = 200  # a real turn is shorter; a runaway transcript must not cost more
 MAX_CONTEXT_CHARS = 40
+BOT_MARK = "客服："  # marks the agent's words in the second segment
 _HAS_WORD = re.compile(r"[\w\u3400-\u9fff]")
 _NUMERIC = {"concurrency", "quantity", "budget", "term"}
 
@@ -111,9 +114,9 @@ class JointInput:
         self.tok.no_truncation()
         self.max_len = max_len
 
-    def encode(self, text: str, context: Sequence[str] = ()) -> Encoded:
+    def encode(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> Encoded:
         text = (text or " ")[:MAX_TEXT_CHARS]
-        prev = context[-1][-MAX_CONTEXT_CHARS:] if context and context[-1] else None
+        prev = second_segment(context, bot_prev)
         enc = self.tok.encode(text, prev) if prev else self.tok.encode(text)
         seq = enc.sequence_ids
         ids, types, offs, mask = [], [], [], []
@@ -130,6 +133,18 @@ class JointInput:
         if self.vocab_ids is not None:
             arr = self.vocab_ids[arr].astype(np.int64)
         return Encoded(arr, np.array(types, dtype=np.int64), tuple(offs), np.array(mask, dtype=bool))
+
+
+def second_segment(context: Sequence[str] = (), bot_prev: str | None = None) -> str | None:
+    """The model's second input segment: the caller's previous turn, then what the agent said
+    just before this turn (marked, so the model can tell the two voices apart).  Training and run
+    time both build it here."""
+    parts = []
+    if context and context[-1]:
+        parts.append(context[-1][-MAX_CONTEXT_CHARS:])
+    if bot_prev and bot_prev.strip():
+        parts.append(BOT_MARK + bot_prev.strip()[-MAX_CONTEXT_CHARS:])
+    return " ".join(parts) or None
 
 
 def bio_targets(enc: Encoded, spans: Sequence[tuple[str, int, int, bool]]) -> tuple[np.ndarray, np.ndarray]:
@@ -234,10 +249,16 @@ class ValueNormaliser:
     def __call__(self, typ: str, surface: str) -> Any:
         key = surface_key(surface)
         table = self.gaz.get(typ, {})
-        if key in table:
+        if key in table and (typ != "system" or str(table[key]).upper() in SYSTEM_CATEGORIES):
             return table[key]
         norm = self.rewriter(surface)
         text = norm.text
+        if typ == "feature":
+            from agent.dialogue.values import spec_strings
+
+            spec = spec_strings(text)
+            if spec:  # 4核8G is one spec-string feature (guide, decided case 11), not cpu
+                return spec[0][2]
         if typ in ("product", "feature", "competitor", "system", "region"):
             best = None
             for h in self.lexicon.find(text):
@@ -246,9 +267,14 @@ class ValueNormaliser:
                         best = (h.surface, t.value)
             if best:
                 return best[1]
-            inner = [k for k in table if len(k) >= 2 and k in key]
+            # a longer span holding a known surface takes that surface's id — not its open-vocabulary
+            # value (手持终端 is not 手持 because 手持 once stood alone)
+            inner = [k for k in table if len(k) >= 2 and k in key and str(table[k]) != k
+                     and (typ != "system" or str(table[k]).upper() in SYSTEM_CATEGORIES)]
             if inner:
                 return table[max(inner, key=len)]
+            if typ == "system":  # a closed set of categories (guide): what the words suggest, else OTHER
+                return system_category(surface)
             return key
         if typ == "phone":
             from agent.nlu.entities import CN_DIGIT
@@ -390,6 +416,8 @@ class JointModel:
         self.tag_w, self.tag_b = np.ascontiguousarray(h["tagger.weight"].T), h["tagger.bias"]
         self.neg_w, self.neg_b = np.ascontiguousarray(h["negation.weight"].T), h["negation.bias"]
         self.values = ValueNormaliser(self.cfg.get("gazetteer"))
+        # an adapter trained before bot_prev existed must see exactly the input it was trained on
+        self.uses_bot_prev = bool(self.cfg.get("bot_prev", False))
 
     def _onnx_session(self, digest: str):
         """ONNX Runtime over the INT8 export of these merged layers (`joint.int8.onnx` beside the
@@ -416,8 +444,8 @@ class JointModel:
             return self.session.run(["hidden"], {"embedded": x})[0][0]
         return self.encoder.forward(ids, type_ids)
 
-    def predict(self, text: str, context: Sequence[str] = ()) -> Prediction:
-        enc = self.input.encode(text, context)
+    def predict(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> Prediction:
+        enc = self.input.encode(text, context, bot_prev if self.uses_bot_prev else None)
         hs = self.hidden(enc.ids, enc.type_ids)
         pooled = hs.mean(0)
         probs = _sigmoid(_ln(pooled, self.norm_w, self.norm_b) @ self.cls_w + self.cls_b)
@@ -495,13 +523,13 @@ class JointUnderstander:
     def _other(self) -> int:
         return self.model.labels.index("other") if "other" in self.model.labels else -1
 
-    def understand(self, text: str, context: Sequence[str] = ()) -> NluOutput:
+    def understand(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> NluOutput:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         ruled = self.rules.understand(text, context)
         if not _HAS_WORD.search(text):
             return NluOutput(ruled.intents, ruled.entities, "rule", self.version)
-        pred = self.model.predict(text, tuple(context))
+        pred = self.model.predict(text, tuple(context), bot_prev)
         entities = self._entities(text, pred, ruled)
         p, thr = pred.probs, self.model.thresholds
         chosen = {n: float(p[i]) for i, n in enumerate(self.model.labels) if p[i] >= thr[i]}

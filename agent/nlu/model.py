@@ -99,7 +99,7 @@ class ModelUnderstander:
         self.rules = rules or RuleUnderstander()
         self.version = self.model.version
 
-    def understand(self, text: str, context: Sequence[str] = ()) -> NluOutput:
+    def understand(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> NluOutput:
         ruled = self.rules.understand(text, context)
         if not _HAS_WORD.search(text or ""):
             return NluOutput(ruled.intents, ruled.entities, "rule", self.version)

@@ -64,6 +64,12 @@ def normalise(words: str) -> str:
     return re.sub(r"\s+|的", "", words.lower())
 
 
+# the `system` values of the labelling guide: the category of the caller's own system
+SYSTEM_CATEGORIES = frozenset(
+    {"ERP", "CRM", "OA", "HR", "API", "MES", "WMS", "PLM", "SCADA", "PLC", "DB", "FINANCE", "EMAIL", "IM", "LMS", "OTHER"}
+)
+
+
 def system_category(words: str) -> str:
     return next((cat for rx, cat in _SYSTEM_CATEGORY if rx.search(words.lower())), "OTHER")
 

@@ -59,7 +59,8 @@ class RuleUnderstander:
         self.rewriter("预热拼音表")  # first-call imports (pypinyin, opencc) at start-up, not in a call
 
     # --- public ---
-    def understand(self, text: str, context: Sequence[str] = ()) -> NluOutput:
+    def understand(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> NluOutput:
+        # bot_prev is not used: the rules' cues read the caller's words only
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         norm = self.rewriter(text)

@@ -138,7 +138,9 @@ def simulate_call(caller: Caller, playbook: Playbook, understander: Understander
         if text is None:
             break
         turn += 1
-        out = understander.understand(text, context=tuple(said[-CONTEXT_TURNS:]))
+        bot_prev = replies[-1].text if replies else None
+        out = (understander.understand(text, context=tuple(said[-CONTEXT_TURNS:]), bot_prev=bot_prev) if bot_prev
+               else understander.understand(text, context=tuple(said[-CONTEXT_TURNS:])))
         said.append(text)
         result = NluResult(call_id=call_id, turn=turn, text=text, intents=out.intents, entities=out.entities,
                            decided_by=out.decided_by if out.decided_by in ("rule", "model") else "rule")

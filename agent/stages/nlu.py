@@ -1,7 +1,12 @@
-"""NLU stage: transcripts (final) -> nlu.results."""
+"""NLU stage: transcripts (final) -> nlu.results.
+
+It also reads the bot's replies, so that a caller's answer is understood as an answer to what the
+agent just said (是的 after "need an on-site demo?" is a yes to the demo)."""
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent import events as ev
@@ -12,24 +17,47 @@ from agent.stages.base import CallContext, Emit, Stage
 CONTEXT_TURNS = 3
 
 
+@dataclass
+class NluCallState:
+    said: list[str] = field(default_factory=list)  # the caller's previous final transcripts, newest last
+    bot_prev: str = ""  # the agent's last reply ("" before it has said anything)
+
+
 class NluStage(Stage):
     name = "nlu"
-    reads = (topics.TRANSCRIPTS,)
+    reads = (topics.TRANSCRIPTS, topics.REPLIES)
     writes = (topics.NLU,)
+    # read for context only (they produce nothing); a replay feeds the recorded replies in log
+    # order, so a replay with a changed policy still shows the NLU what the caller really heard
+    context_topics = (topics.REPLIES,)
 
     def __init__(self, understander: Understander) -> None:
         self.understander = understander
         self.version = understander.version
+        # an understander written before `bot_prev` existed still works (it just does not see it)
+        self._takes_bot_prev = "bot_prev" in inspect.signature(understander.understand).parameters
 
-    def new_state(self, call_id: str) -> list[str]:
-        return []  # the caller's previous final transcripts, newest last
+    def new_state(self, call_id: str) -> NluCallState:
+        return NluCallState()
+
+    def load_state(self, call_id: str, data: Any) -> NluCallState:
+        if isinstance(data, list):  # a snapshot from before the state held the bot's reply
+            return NluCallState(said=[str(t) for t in data])
+        return super().load_state(call_id, data)
 
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
+        state: NluCallState = ctx.state
+        if isinstance(event, ev.BotReply):
+            state.bot_prev = event.text
+            return []
         if not isinstance(event, ev.TranscriptFinal):
             return []
-        history: list[str] = ctx.state
-        out = self.understander.understand(event.text, context=tuple(history[-CONTEXT_TURNS:]))
-        history.append(event.text)
+        context = tuple(state.said[-CONTEXT_TURNS:])
+        if state.bot_prev and self._takes_bot_prev:
+            out = self.understander.understand(event.text, context=context, bot_prev=state.bot_prev)
+        else:
+            out = self.understander.understand(event.text, context=context)
+        state.said.append(event.text)
         result = self.make(
             ev.NluResult,
             event,
