@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     turn_model: Path | None = Field(default=None, description="Smart Turn v3 ONNX; default: from the pipecat-ai wheel")
     turn_smart: bool = Field(default=True, description="use Smart Turn for end of turn (else silence only)")
     turn_max_silence_ms: int = Field(default=1200, ge=200, description="end the turn after this much silence")
+    turn_smart_early: bool = Field(
+        default=False,
+        description="also ask Smart Turn at the early point (~96 ms of silence), ending the turn there when it "
+        "scores >= 0.95: ~80 ms sooner, but more callers cut off mid-sentence (bench/bench_endpointing.py)",
+    )
     tts_engine: str = Field(default="espeak-ng", description="'espeak-ng', 'http', 'piper' or 'package.module:factory'")
     tts_voice: str = Field(default="cmn", description="espeak-ng voice (cmn, yue), piper model path, or HTTP voice")
     tts_url: str | None = Field(default=None, description="HTTP TTS endpoint (tts_engine=http)")

@@ -184,3 +184,43 @@ def test_the_partial_leaves_before_the_pause_with_the_same_audio_as_the_final():
     end = next(e for e, _ in seen if e.kind == "end")
     assert early[1] < pause[1]
     assert (early[0].start_ms, early[0].end_ms) == (end.start_ms, end.end_ms)
+
+
+class _SureSmartTurn:
+    """A Smart Turn that always gives the same score and counts its calls."""
+
+    def __init__(self, p: float) -> None:
+        self.p, self.calls = p, 0
+
+    def complete_probability(self, pcm16):
+        self.calls += 1
+        return self.p
+
+
+def _end_delay_ms(vad_models, smart, params):
+    """Media time from the end of the clip's speech to the frame that carried the final segment."""
+    from agent.stages.vad import VadStage
+
+    silero, _ = vad_models
+    audio = np.concatenate([np.zeros(8000, dtype=np.int16), load_clip("BAC009S0764W0122.wav"), np.zeros(32000, dtype=np.int16)])
+    stage = VadStage(silero, smart, params)
+    ctx = CallContext(call_id="c1", state=stage.new_state("c1"))
+    for i, payload in enumerate(pcm_to_ulaw_frames(audio, 16000)):
+        for e in stage.handle(ev.AudioFrame(call_id="c1", codec="pcmu8k", frame_index=i, payload=payload), ctx):
+            if isinstance(e.event, ev.SpeechSegment) and e.event.final:
+                return (i + 1) * 20 - e.event.end_ms
+    raise AssertionError("the turn never ended")
+
+
+def test_asked_early_a_sure_smart_turn_ends_the_turn_about_a_pause_sooner(vad_models):
+    at_pause = _end_delay_ms(vad_models, _SureSmartTurn(0.99), TurnParams())
+    early = _end_delay_ms(vad_models, _SureSmartTurn(0.99), TurnParams(smart_turn_early=True))
+    assert early <= at_pause - 64  # the pause is 96 ms after the early point (to a window)
+
+
+def test_asked_early_an_unsure_smart_turn_is_not_asked_again_at_the_pause(vad_models):
+    unsure = _SureSmartTurn(0.8)  # above the pause's bar, below the early one
+    early = _end_delay_ms(vad_models, unsure, TurnParams(smart_turn_early=True))
+    at_pause = _end_delay_ms(vad_models, _SureSmartTurn(0.8), TurnParams())
+    assert early == at_pause  # the turn ends at the pause, as without early asking
+    assert unsure.calls == 1  # the same audio scored once

@@ -66,7 +66,7 @@ def vad_stage(settings: Settings) -> VadStage:
     models = settings.speech_models_dir
     vad = load_silero(str(settings.vad_model or assets.silero_vad_path(models)))
     smart = load_smart_turn(str(settings.turn_model or assets.smart_turn_path(models))) if settings.turn_smart else None
-    return VadStage(vad, smart, TurnParams(max_silence_ms=settings.turn_max_silence_ms))
+    return VadStage(vad, smart, TurnParams(max_silence_ms=settings.turn_max_silence_ms, smart_turn_early=settings.turn_smart_early))
 
 
 def asr_stage(settings: Settings, terms: list[str] | None = None) -> AsrStage:

@@ -98,7 +98,8 @@ class VadStage(Stage):
         st = self.new_state(call_id)
         for k in self._SNAPSHOT_FIELDS:
             setattr(st, k, data[k])
-        turn = dict(data["turn"])
+        known = {f.name for f in dataclasses.fields(TurnState)}
+        turn = {k: v for k, v in data["turn"].items() if k in known}  # a field of an older version is dropped
         turn["phase"] = type(st.turn.phase)(turn["phase"])
         st.turn = TurnState(**turn)
         st.barged = set(data["barged"])
@@ -245,9 +246,15 @@ class VadStage(Stage):
             if st.last_partial != (turn, tev.start_ms, tev.end_ms):
                 st.last_partial = (turn, tev.start_ms, tev.end_ms)
                 out.append(Emit(topics.SPEECH, self._segment(st, tev, make, final=False)))
-            if tev.kind == "pause" and self.smart_turn is not None:
-                audio = st.ring.slice(_sample(tev.start_ms), _sample(tev.end_ms))
-                if self.smart_turn.complete_probability(audio) >= self.params.turn_complete:
+            if self.smart_turn is not None and (tev.kind == "pause" or self.params.smart_turn_early):
+                bar = self.params.turn_complete if tev.kind == "pause" else self.params.early_turn_complete
+                if st.turn.asked_end_ms == tev.end_ms and st.turn.asked_p is not None:
+                    p = st.turn.asked_p  # the same audio was scored at the early point: same answer
+                else:
+                    audio = st.ring.slice(_sample(tev.start_ms), _sample(tev.end_ms))
+                    p = self.smart_turn.complete_probability(audio)
+                    st.turn.asked_end_ms, st.turn.asked_p = tev.end_ms, p
+                if p >= bar:
                     out += self._emit_turn(st, end_turn(st.turn, self.params, "smart_turn"), cause, ctx, index)
             return out
         if tev.kind == "end":
