@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agent.dialogue.numbers import numbers_in, quantities_in
-from agent.dialogue.values import canonical_entities
+from agent.dialogue.roles import FEATURE_OF_PRODUCT, read_roles
+from agent.dialogue.values import canonical_entities, counts_things, product_ids, says_total
 from agent.events import Entity, NluResult
 
 # Intents that carry a task the caller wants done (they go on the stack);
@@ -43,16 +45,22 @@ SIZING_FEATURES = frozenset({"concurrency"})
 STACK_LIMIT = 5
 HISTORY_LIMIT = 40
 
-# Mandarin and the dialect forms of the corpus (唔要/唔使 Cantonese, 覅/勿要 Wu, 不整/不弄 south-west)
+# Mandarin and the dialect forms of the corpus (唔要/唔使 Cantonese, 覅/勿要 Wu, 不整/不弄 south-west).
+# A cue before the thing it drops, in the same clause; one followed by 了 ("不要了 上四核八G")
+# closes its own clause and drops what came before it; 算了/免了 come after what they drop
+# ("算了 先问云数据库" asks about the database).  A space is a pause, so a clause boundary.
 _NEGATION_BEFORE = re.compile(
-    r"(不要|不用|不需要|不想要|取消|去掉|去除|别要|不考虑|用不着|不必|删掉|拿掉|免了|算了|唔要|唔使|唔洗|唔需要|覅|勿要|"
-    r"先不(要|整|弄|搞|上|买)|不整|不弄|不搞)[^，,。！!？?；;]{0,6}$"
+    r"(不要|不用|不需要|不想要|取消|去掉|去除|别要|不考虑|用不着|不必|删掉|拿掉|唔要|唔使|唔洗|唔需要|覅|勿要|"
+    r"先不(要|整|弄|搞|上|买)|不整|不弄|不搞)(?![了啦喇咯])[^，,。！!？?；;\s]{0,6}$"
 )
 _NEGATION_AFTER = re.compile(
-    r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算了|去掉|取消|就免了|不用了|先不要|不考虑了|用不着|用勿着|用唔着"
+    r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算[了啦咧哒喽嘞罗啰]|去掉|取消|就免了|不用了|先不要|不考虑了|用不着|用勿着|用唔着"
     r"|唔要|唔使|唔洗|覅|勿要|先不(要|整|弄|搞|上|买)|不整了|不弄了|不搞了|就算了"
     r"|不(用|要|需要|必)(对接|集成|接入|打通|加|买|备份|做)了?)"
 )
+# money words (一块 alone is "together": 三个年级一块开)
+_MONEY = re.compile(r"(?<!一)块|一块钱|元|钱|预算")
+_SETTLE = re.compile(r"(放|用|选|就|还是|干脆|直接|要)$")
 _TIME_WORDS = re.compile(
     r"((今天|明天|后天|大后天|下周[一二三四五六日天]?|这周[一二三四五六日天]?|周[一二三四五六日天]|星期[一二三四五六日天]|礼拜[一二三四五六日天]"
     r"|月底|月初|过两天|改天|晚点|\d+月\d+[日号]|[一二三四五六七八九十]+月[一二三四五六七八九十]+[日号])"
@@ -63,6 +71,12 @@ _HYPOTHETICAL = re.compile(r"(如果|要是|假如|假设|万一).{0,12}(呢|的
 # "那专业版呢" / "换成企业版": the same question about another thing
 _ELLIPSIS = re.compile(r"(呢[?？]?$|换成|改成|换个|换一个|那.{1,8}[?？]$)")
 _CORRECTION = re.compile(r"(不是|不对|说错了|搞错了|改成|换成|改为|改一下|更正|唔系|唔啱|勿是|勿对|弗是|弗对)")
+# of several values of one slot in a line, those in a clause that adds a part ("还有两个夜班的",
+# "每个厂三台") are not the value; one said as a total ("一共一百台") is
+_PART = re.compile(r"还有|另外|仲有|其中|每个|每班|每间|每")
+# "办公室再加十个", "再多五个号": a count added to the one held or said before it in the line
+_INCREMENT = re.compile(r"(再加|再多|多加|另加|加上|外加|再添|(?<![差最顶至])多)[一二两三四五六七八九十百千万几俩0-9]")
+_TOTAL = re.compile(r"一共|总共|总计|合计|加起来|全部")
 # "不是X" in the dialects of the corpus (Cantonese 唔系, Wu 勿是/弗是)
 _NOT_CUES = ("不是", "唔系", "勿是", "弗是")
 _DEMONSTRATIVE = re.compile(r"(刚才|刚刚|之前|前面|上一个|原来|最开始)?(那个|这个|这款|那款|这套|那套|这种|那种|该|它)")
@@ -117,6 +131,9 @@ class DialogueState(BaseModel):
     objections: list[str] = Field(default_factory=list)
     turn_objection: str | None = None
     mentions: list[Mention] = Field(default_factory=list)
+    #: the caller's products still wanted, most recent last (the `product` slot is the one being
+    #: discussed; an add-on or a product set aside comes back when that one is dropped)
+    products: list[str] = Field(default_factory=list)
     resolved_ref: Mention | None = None
     stage: str = "opening"
     do_not_call: bool = False
@@ -166,12 +183,26 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
     entities = _context_entities(s, text, entities, intents)
     if correction:
         entities = _bare_correction(s, text, entities)
+    roles = read_roles(entities, text, intents, s.value("product"), list(s.value("systems", [])))
+    entities = roles.entities
+    if roles.only_added:
+        # "再加个会议室设备 一间": the count is the add-on's, not the product's under discussion
+        entities = [e for e in entities if e.type not in ("quantity", "concurrency")]
     for etype, group in _group(entities).items():
         conf = min((scores.get(i, 1.0) for i in intents), default=1.0)
         if etype in LIST_SLOTS:
-            _update_list(s, etype, group, text, turn, conf)
+            _update_list(s, etype, group, text, turn, conf, correction)
+        elif etype == "product":
+            _update_product(s, group, text, turn, conf, correction)
         elif etype in SINGLE_SLOTS or etype == "plan":
             _update_single(s, etype, group, text, turn, conf, correction)
+    for p in roles.added:
+        # "再加个会议室设备": wanted too, not the product under discussion
+        if p in s.products:
+            s.products.remove(p)
+        s.products.append(p)
+        if p in s.rejected.get("products", []):
+            s.rejected["products"].remove(p)
     _resolve_reference(s, text, entities, intents, turn)
 
     # Intents: a supplement inherits the task under discussion; a digression leaves the stack;
@@ -331,7 +362,15 @@ def _negated(e: Entity, text: str) -> bool:
     if start < 0:
         # no position: the whole utterance must be a negation about this value
         return bool(re.search(r"(不要|不用|不需要|取消|去掉).{0,8}$|(不要了|不需要了|算了)$", text)) and len(text) <= 14
-    return bool(_NEGATION_BEFORE.search(text[:start]) or _NEGATION_AFTER.search(text[end:]))
+    if _NEGATION_BEFORE.search(text[:start]):
+        return True
+    after = _NEGATION_AFTER.search(text[end:])
+    if after:
+        # "放广州算了": settling for it (a verb of choosing before it), not dropping it
+        settle = re.search(r"算[了啦咧哒喽嘞罗啰]", after.group(1)) and _SETTLE.search(_clause_before(text, start))
+        return not settle
+    # the span took the first character of the cue after it ("自动外呼算" + "了")
+    return end - start > 1 and text[end - 1] in "算不就免取去" and bool(_NEGATION_AFTER.search(text[end - 1 :]))
 
 
 def _set(
@@ -351,11 +390,22 @@ def _set(
 def _update_single(
     s: DialogueState, etype: str, group: list[Entity], text: str, turn: int, conf: float, correction: bool
 ) -> None:
-    # "不是1000，是2000并发": the value that is not itself negated wins; with several, the last.
+    # "不是1000，是2000并发": the value that is not itself negated wins; with several, see _pick.
     kept = [e for e in group if not _denied(text, e, group) and not _negated(e, text)]
     source = "context" if any(getattr(e, "text", None) == "__context__" for e in group) else "caller"
+    if kept and etype == "quantity":
+        kept = _add_increments(kept, text, s.value("quantity"))
+    if kept and etype in ("quantity", "concurrency") and etype in s.slots:
+        kept = [e for e in kept if not _part_of(e, text)]
+        if not kept:
+            return  # "有一台要16核32G", "还有两个夜班的": some of them, not how many
     if kept:
+        kept = [_pick(kept, text, etype)]
         value = kept[-1].value
+        if etype == "callback_time" and _vaguer(str(value), str(s.value(etype, ""))):
+            return  # "下午四点以后" then "嗯 今天下午": the time said before, said less exactly
+        if etype == "callback_time" and correction:
+            value = _keep_clock(str(value), str(s.value(etype, "")))  # "唔系，改星期五啦": same hour
         if etype in NUMERIC_SLOTS:
             value = _as_int(value)
             if value is None:
@@ -372,10 +422,200 @@ def _update_single(
         del s.slots[etype]
 
 
-def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, turn: int, conf: float) -> None:
+def _pick(kept: list[Entity], text: str, etype: str) -> Entity:
+    """The value of a slot the caller gave several values for in one line.
+
+    A count of people or things, or a place: a part ("还有两个夜班的", "每个厂三台") is not the
+    value, a total ("一共一百台") is; after a correction cue ("不对，五个人", "不是欧洲，我说的是东南亚，印尼泰国那边") the first
+    value after it; else the first ("三个会议室，大的那个要能坐二十个人", "贵阳到广州延迟好多" - what
+    follows qualifies it).  Other slots: an id we know over the caller's own words
+    ("西门子自己那个MindSphere"), else the last named ("两万八太高了 两万能做我就签")."""
+    if len(kept) == 1:
+        return kept[0]
+    if etype not in ("quantity", "concurrency", "region"):
+        known = [e for e in kept if _known_id(etype, e.value)]
+        return (known or kept)[-1]
+    spans = [(e, *_span(e, text)) for e in kept]
+    whole = [(e, a, b) for e, a, b in spans if a < 0 or not _PART.search(_clause_before(text, a))]
+    spans = whole or spans
+    totals = [(e, a, b) for e, a, b in spans if a >= 0 and _TOTAL.search(_clause_before(text, a))]
+    if totals:
+        return totals[-1][0]
+    cue = max((m.end() for m in _CORRECTION.finditer(text)), default=-1)
+    after = [(e, a, b) for e, a, b in spans if a >= cue >= 0]
+    if after:
+        return min(after, key=lambda x: x[1])[0]
+    placed = [x for x in spans if x[1] >= 0]
+    return min(placed, key=lambda x: x[1])[0] if placed else spans[0][0]
+
+
+def _add_increments(kept: list[Entity], text: str, held: Any) -> list[Entity]:
+    """"车间六十个工人用，办公室再加十个" = 70; "再多五个号" after 三十个号 = 35 (a total said in
+    the line, "再加十个，一共四十个", is the value)."""
+    spans = {id(e): _span(e, text) for e in kept}
+    inc = [e for e in kept if spans[id(e)][0] >= 0 and _INCREMENT.search(text[max(0, spans[id(e)][0] - 2) : spans[id(e)][1]])]
+    if not inc or any(_TOTAL.search(_clause_before(text, a)) for a, _ in spans.values() if a >= 0):
+        return kept
+    base = [e for e in kept if e not in inc]
+    start = _as_int(_pick(base, text, "quantity").value) if base else _as_int(held)
+    if start is None:
+        return kept
+    total = start + sum(_as_int(e.value) or 0 for e in inc)
+    last = inc[-1]
+    return [Entity(type="quantity", value=total, text=last.text, start=last.start, end=last.end)]
+
+
+def _part_of(e: Entity, text: str) -> bool:
+    """Is this count a part of the whole ("还有两个", "每个厂三台", "有一台要…")?"""
+    start, _ = _span(e, text)
+    if start < 0:
+        return False
+    before = _clause_before(text, start)
+    return bool(_PART.search(before)) or before.strip() == "有"
+
+
+_PARTS_OF_DAY = {"morning": (0, 12), "noon": (11, 14), "afternoon": (12, 19), "evening": (17, 24)}
+
+
+def _vaguer(new: str, old: str) -> bool:
+    """Is the callback time `new` ("today afternoon") the time `old` ("today 16:00") said less
+    exactly?"""
+    m_old = re.fullmatch(r"(\S+) (\d\d):\d\d", old)
+    m_new = re.fullmatch(r"(\S+)(?: (morning|noon|afternoon|evening))?", new)
+    if not m_old or not m_new or m_old.group(1) != m_new.group(1):
+        return False
+    if m_new.group(2) is None:
+        return True
+    lo, hi = _PARTS_OF_DAY[m_new.group(2)]
+    return lo <= int(m_old.group(2)) < hi
+
+
+def _keep_clock(new: str, old: str) -> str:
+    """A callback day corrected without a time keeps the time said before: "friday" after
+    "thursday 10:00" is "friday 10:00"."""
+    m_old = re.fullmatch(r"\S+ (\S+)", old)
+    if m_old and re.fullmatch(r"[a-z_]+", new) and new not in ("later",) and not new.startswith("PT"):
+        return f"{new} {m_old.group(1)}"
+    return new
+
+
+def _clause_before(text: str, start: int) -> str:
+    """The words of the clause up to a position ("老师办公室还有" before 四十台)."""
+    head = text[:start]
+    cut = max((head.rfind(c) for c in "，,。；;！!？? "), default=-1)
+    return head[cut + 1 :]
+
+
+def _known_id(etype: str, value: Any) -> bool:
+    """Is the value an id of the lexicon (siemens), not the caller's own words (mindsphere)?"""
+    if etype == "product":
+        return str(value) in product_ids()
+    return (etype, str(value)) in _lexicon_ids()
+
+
+@lru_cache(maxsize=1)
+def _lexicon_ids() -> frozenset[tuple[str, str]]:
+    from agent.dialogue.values import _lexicon
+
+    return frozenset((t.kind, t.value) for terms in _lexicon().by_surface.values() for t in terms)
+
+
+def _update_product(s: DialogueState, group: list[Entity], text: str, turn: int, conf: float, correction: bool) -> None:
+    """The product under discussion: a newly named one replaces it (a correction "不是X是Y"
+    sets X aside for good); a dropped one ("OA先不要了", "WAF就算了") leaves the call's products,
+    and if it was the one held, the product still wanted that was named last takes its place
+    (the add-on, or the one set aside), else the slot is emptied."""
+    held = s.value("product")
+    kept = [e for e in group if not _denied(text, e, group) and not _negated(e, text)]
+    dropped = [str(e.value) for e in group if e not in kept and str(e.value) not in {str(k.value) for k in kept}]
+    rejected = s.rejected.setdefault("products", [])
+    for v in dropped:
+        if v in s.products:
+            s.products.remove(v)
+        if v not in rejected:
+            rejected.append(v)
+        feature = FEATURE_OF_PRODUCT.get(v)
+        if feature and feature in s.value("features", []):
+            left = [f for f in s.value("features") if f != feature]
+            if left:
+                _set(s, "features", left, turn, conf, "caller", "negation")
+            else:
+                del s.slots["features"]
+    if not rejected:
+        del s.rejected["products"]
+    if kept:
+        value = str(_pick(kept, text, "product").value)
+        if correction and held and held != value and held in s.products and held in product_ids():
+            s.products.remove(held)  # "哦不是，俺说错了，是考试那个": the first one was a mistake
+        _update_single(s, "product", [e for e in kept if str(e.value) == value][:1], text, turn, conf, correction)
+        if value in s.products:
+            s.products.remove(value)
+        s.products.append(value)
+        if value in s.rejected.get("products", []):
+            s.rejected["products"].remove(value)
+    elif held is not None and held in dropped:
+        back = next((p for p in reversed(s.products) if p != held), None)
+        if back is not None:
+            _set(s, "product", back, turn, conf, "caller", "negation")
+            s.mentions.append(Mention(kind="product", value=back, turn=turn, by="caller"))
+        else:
+            s.slot_history.append(SlotChange(slot="product", old=held, new=None, turn=turn, reason="negation"))
+            s.corrected.append("product")
+            del s.slots["product"]
+    product = s.value("product")
+    if product in FEATURE_OF_PRODUCT and FEATURE_OF_PRODUCT[product] in s.value("features", []):
+        # the add-on 电子签章 became the product: it is no longer a feature of another one
+        left = [f for f in s.value("features") if f != FEATURE_OF_PRODUCT[product]]
+        if left:
+            _set(s, "features", left, turn, conf, "caller", "overwrite")
+        else:
+            del s.slots["features"]
+
+
+_SPEC_VALUE = re.compile(r"^\d+核\d+g$")
+# "有一台要16核32G": a spec for some of the machines, beside the one held
+_SOME_OF = re.compile(r"有一台|有几台|其中|另外|还有|再加|仲有")
+
+
+def _one_at_a_time(v: Any) -> str | None:
+    """Features of which the caller wants one at a time: an edition, a server spec."""
+    v = str(v)
+    if v.endswith("_edition"):
+        return "edition"
+    return "spec" if _SPEC_VALUE.match(v) else None
+
+
+def _covers(words: str | None, held: str) -> bool:
+    """Do the caller's words for a dropped thing ("备份") name a feature held under another id
+    ("offsite_backup", said 异地备份) or other words ("客户生日提醒")?"""
+    words = re.sub(r"\s+", "", words or "").lower()
+    if len(words) < 2:
+        return False
+    if words in held.lower():
+        return True
+    from agent.dialogue.values import _lexicon
+
+    return any(words in surface for surface, terms in _lexicon().by_surface.items()
+               if any(t.kind == "feature" and t.value == held for t in terms))
+
+
+def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, turn: int, conf: float,
+                 correction: bool = False) -> None:
+    """Add what the caller wants, drop what they refuse.  A dropped thing not held by its id
+    drops the feature its words name ("备份算了" after 异地备份); an edition replaces the edition
+    held ("那就第二个吧 标准版"), and a spec said as a correction replaces the spec named last ("不对
+    要八核十六G的"; not "有一台要16核32G", which is for some of the machines)."""
     key = LIST_SLOTS[etype]
     current = list(s.value(key, []))
     rejected = list(s.rejected.get(key, []))
+    wanted = [e.value for e in group if e.value not in SIZING_FEATURES and not _negated(e, text)]
+    editions = {v for v in wanted if _one_at_a_time(v) == "edition"}
+    if len(editions) == 1:
+        current = [c for c in current if _one_at_a_time(c) != "edition" or c in editions]
+    specs = {v for v in wanted if _one_at_a_time(v) == "spec"}
+    held_specs = [c for c in current if _one_at_a_time(c) == "spec" and c not in specs]
+    if len(specs) == 1 and held_specs and correction and not _SOME_OF.search(text):
+        current.remove(held_specs[-1])  # "老师的改成8核16G": the spec named last is the one corrected
     for e in group:
         v = e.value
         if v in SIZING_FEATURES:
@@ -383,6 +623,8 @@ def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, t
         if _negated(e, text):
             if v in current:
                 current.remove(v)
+            elif etype == "feature":
+                current = [c for c in current if not _covers(e.text, str(c))]
             if v not in rejected:
                 rejected.append(v)
         else:
@@ -446,12 +688,18 @@ def _context_entities(s: DialogueState, text: str, entities: list[Entity], inten
         return entities
     if want not in NUMERIC_SLOTS or any(e.type == want for e in entities):
         return entities
-    if set(intents) & {"do_not_call", "not_interested", "request_human"}:
+    if set(intents) & {"do_not_call", "not_interested", "request_human", "competitor_comparison", "price_objection"} \
+            or says_total(text):
+        # "算上外包是三百五": a total restates the head count; "一百二？网易才九十": a price, not
+        # an answer to the question
         return entities
-    money = re.search(r"块|元|钱|预算", text)
-    # only a unitless count or an amount without money words can be the answer; 两年 stays a term
-    others = [e for e in entities if (e.type == "quantity" or (e.type == "budget" and not money)) and e.type != want]
-    nums = quantities_in(text)
+    # 一年三千 / 三千我就买: a price, whatever was asked
+    money = _MONEY.search(text) or any(e.type == "term" for e in entities) or "purchase_intent" in intents
+    # only a count that names nothing it counts ("两千吧"; "四十个老师" stays a head count) or an
+    # amount without money words can be the answer; 两年 stays a term
+    others = [e for e in entities if ((e.type == "quantity" and not counts_things(e, text)) or (e.type == "budget" and not money))
+              and e.type != want]
+    nums = quantities_in(_masked(text, entities))
     if others:
         # the NLU could only tell "a number" (or took it for money); the question says which
         e = others[0]
@@ -462,20 +710,50 @@ def _context_entities(s: DialogueState, text: str, entities: list[Entity], inten
     return entities
 
 
+def _masked(text: str, entities: list[Entity]) -> str:
+    """The text with the words of every non-numeric entity blanked: the 8 and 16 of a spec
+    string "8核16G" are no count."""
+    chars = list(text)
+    for e in entities:
+        a, b = _span(e, text)
+        if e.type not in NUMERIC_SLOTS and a >= 0:
+            chars[a:b] = "，" * (b - a)
+    return "".join(chars)
+
+
 def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> list[Entity]:
     """"不是4000，是8000" / "改成9000" with no unit: the number replaces the numeric slot it
-    corrects (the one holding the 不是 value, else the one set most recently)."""
-    nums = quantities_in(text, single_digits=True)
+    corrects (the one holding the 不是 value, else the one set most recently).  Numbers inside
+    another entity ("不对 要八核十六G的", "内存改成64G，32不够": a spec) are not a correction of a
+    count, and when what follows the cue is such an entity, the line corrects that, not a count."""
+    masked = _masked(text, entities)
+    nums = quantities_in(masked, single_digits=True)
     held = {slot: s.value(slot) for slot in NUMERIC_SLOTS if s.value(slot) is not None}
     if not nums or not held:
         return entities
+    cue = _CORRECTION.search(text)
+    if cue and not [e for e in entities if e.type in NUMERIC_SLOTS and e.text != "__context__"]:
+        rest = text[cue.end() :]
+        first = re.search(r"[0-9一二两三四五六七八九十百千万]", rest)
+        if first and masked[cue.end() + first.start()] != rest[first.start()]:
+            return [e for e in entities if e.text != "__context__"]
     wrong = next((slot for slot, v in held.items() if v in nums), None)
     typed = [e for e in entities if e.type in NUMERIC_SLOTS]
     if typed:
         # "不是两千，是两万" after 两千并发: the NLU may read 两万 as money; the 不是 value says
         # which slot is being corrected (unless money words make it a budget)
-        if wrong is None or re.search(r"块|元|预算|钱", text):
+        if _MONEY.search(text):
             return entities
+        if wrong is None:
+            # "不对 一千八" after 同时在线八百: a bare number the NLU typed as a head count
+            # corrects the count set last (not so "四百个……勿对，五百个", corrected in the line)
+            last = max(held, key=lambda k: s.slots[k].turn)
+            cue = _CORRECTION.search(text)
+            if last not in ("quantity", "concurrency") or (cue and numbers_in(text[: cue.start()])):
+                return entities
+            return [Entity(type=last, value=e.value, text=e.text, start=e.start, end=e.end)
+                    if e.type in ("quantity", "concurrency", "budget") and e.type != last and not counts_things(e, text) else e
+                    for e in entities]
         return [Entity(type=wrong, value=e.value, text=e.text, start=e.start, end=e.end)
                 if e.type in NUMERIC_SLOTS and e.type != wrong and e.value != held[wrong] else e for e in entities]
     new = [n for n in nums if wrong is None or n != held[wrong]]

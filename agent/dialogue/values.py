@@ -102,6 +102,9 @@ def system_category(e: Entity) -> str:
     return "OTHER"
 
 
+_ID = re.compile(r"^[a-z0-9_]+$")
+
+
 def _spans_overlap(e: Entity, a: int, b: int) -> bool:
     return e.start is None or e.end is None or (e.start < b and a < e.end)
 
@@ -126,7 +129,15 @@ def _edition_entities(entities: list[Entity], text: str) -> list[Entity]:
 
 
 # a count of things at the same time is concurrency, not a head count (guide, hard case 4)
-_AT_ONCE = re.compile(r"同时|并发|(一起|一块儿?)(考|上课|开会|进来|进|看|听|在线|打|连)|高峰|峰值|qps|在线", re.IGNORECASE)
+_AT_ONCE = re.compile(r"同时|并发|(一起|一块儿?)(考|上课|开会|开|进来|进|看|听|在线|打|连)|高峰|峰值|qps|在线", re.IGNORECASE)
+# a total of people or things (一共一百二十个人, 注册用户五万): a head count, not concurrency
+_TOTAL = re.compile(r"一共|总共|总计|合计|加起来|算上|全部|全公司|注册|报名|在册")
+# a count for a trial ("给两个测试账号", "先寄一台过来测") is not the count to buy
+_TRIAL = re.compile(r"测试|试用|试一下|试试|样品|样机|过来测|demo|poc", re.IGNORECASE)
+# the things a count can count (people, seats, machines, rooms): a count that names one is a
+# quantity whatever the bot asked (两百人用, 四十个老师, 来两台; guide, hard case 4)
+_COUNTED = re.compile(r"人|台|套|间|位|名|账号|帐号|户|坐席|席|老师|学生|学员|员工|用户|终端|设备|电脑|班|家长|工人"
+                      r"|门店|域名|摄像头|传感器|司机|客服|license|seat", re.IGNORECASE)
 _CLAUSE = re.compile(r"[，,。；;！!？?\s…]+")
 _LINES = re.compile(r"([0-9]+|[一二两三四五六七八九十百千万]+)\s*路")
 # a budget the caller states ("预算只有十二万", "预算就两万五") that the NLU left without a value
@@ -143,14 +154,67 @@ def _clause(text: str, start: int | None, end: int | None) -> str:
     return text[a : m.start() if m else len(text)]
 
 
+_RANGE_DIGITS = "一二三四五六七八九"
+# 二三十 / 七八个 / 三四千: a range of two neighbouring digits (guide, hard case 10 and decision 18)
+_RANGE = re.compile(r"([一二三四五六七八九])([二三四五六七八九])([十百千万]?)")
+_COUNT = re.compile(r"[0-9][0-9,.]*\s*[万千kw]?|[零一二两俩三四五六七八九十百千万]+", re.IGNORECASE)
+
+
+def reread_count(e: Entity, others: list[Entity], text: str) -> int | None:
+    """The value of a count read again from its own words when the model's reading cannot be
+    right: its words hold another entity's ("一年两百份" read as 1: the 一 of 一年), or a range
+    of neighbouring digits (七八个 read as 78, 二三十 as 30: the lower bound is meant).  None:
+    keep the model's value."""
+    words = e.text or ""
+    if e.start is None or e.end is None or not words:
+        return None
+    cut = words
+    for o in others:
+        if o is not e and o.type == "term" and o.start is not None and o.end is not None and o.text \
+                and o.start < e.end and e.start < o.end and o.text in cut:
+            cut = cut.replace(o.text, " ")
+    m = _RANGE.search(cut)
+    if m and _RANGE_DIGITS.index(m.group(2)) == _RANGE_DIGITS.index(m.group(1)) + 1:
+        unit = {"十": 10, "百": 100, "千": 1000, "万": 10000}.get(m.group(3), 1)
+        return (_RANGE_DIGITS.index(m.group(1)) + 1) * unit
+    if cut == words:
+        return None
+    nums = [n for n in (numbers_in(x.group(0)) for x in _COUNT.finditer(cut)) if n]
+    return int(nums[0][0]) if nums and nums[0][0] >= 1 else None
+
+
+def says_total(text: str) -> bool:
+    """"算上外包是三百五", "一共一百台": the line states a total count."""
+    return bool(_TOTAL.search(text))
+
+
+def counts_things(e: Entity, text: str) -> bool:
+    """Does the count name what it counts (四十个老师, 两台, 老师大概三十个), rather than being a
+    bare number (两千吧, 八百)?"""
+    return bool(_COUNTED.search(_clause(text, e.start, e.end) or (e.text or "")))
+
+
 def _numbers(entities: list[Entity], text: str) -> list[Entity]:
-    """Counts the caller says happen at once become concurrency; a value corrected inside the
-    line keeps the type of the value it corrects; a stated budget the NLU missed is added."""
+    """Counts the caller says happen at once become concurrency, totals (一共, 注册) and counts
+    set against an at-once count in the same line (报名的两千人 同时在线八百) a quantity; a value
+    corrected inside the line keeps the type of the value it corrects; a stated budget the NLU
+    missed is added."""
     out = []
     for e in entities:
+        if e.type in ("quantity", "concurrency", "budget"):
+            v = reread_count(e, entities, text)
+            if v is not None and v != e.value:
+                e = e.model_copy(update={"value": v})
+        if e.type == "quantity" and _TRIAL.search(_clause(text, e.start, e.end) or (e.text or "")):
+            continue
         if e.type == "quantity" and _AT_ONCE.search(_clause(text, e.start, e.end) or (e.text or "")):
             e = e.model_copy(update={"type": "concurrency"})
         out.append(e)
+    at_once = [x for x in out if x.type == "concurrency" and x.start is not None and _AT_ONCE.search(_clause(text, x.start, x.end))]
+    for x in [x for x in out if x.type == "concurrency" and x.start is not None and x not in at_once]:
+        clause = _clause(text, x.start, x.end)
+        if _TOTAL.search(clause) or at_once:
+            out = [y.model_copy(update={"type": "quantity"}) if y is x else y for y in out]
     # "…最多五路": lines at once, which the NLU may not read as a number at all
     for m in _LINES.finditer(text):
         if not any(x.start is not None and x.end is not None and x.start < m.end() and m.start() < x.end for x in out):
@@ -184,7 +248,10 @@ def canonical_entities(entities: list[Entity], text: str, product: str | None) -
     # the product this turn talks about: one it names itself, else the one held
     named = [str(e.value) for e in entities if e.type == "product" and not e.negated and str(e.value) in product_ids()]
     other_product = next((p for p in reversed(named) if p not in SAAS_FAMILY), None)
-    if other_product is None and not named and product in product_ids() and product not in SAAS_FAMILY:
+    dropping_held = product is not None and any(e.type == "product" and e.negated and str(e.value) == product for e in entities)
+    saas_named = "saas" in named or any(e.type in ("product", "feature") and "saas" in (e.text or "").lower() for e in entities)
+    if other_product is None and not saas_named and product in product_ids() and product not in SAAS_FAMILY:
+        # "标准版跟专业版有么子区别" about the video conferencing held: editions of it, not SaaS
         other_product = product
     for e in entities:
         v = e.value
@@ -195,17 +262,27 @@ def canonical_entities(entities: list[Entity], text: str, product: str | None) -
                 continue  # the spec string below stands for it
             if v not in feature_ids():
                 v = _reading(e.text, "feature") or _reading(v, "feature") or v
+            if not _ID.match(v) and e.text and _reading(e.text, "feature") == v:
+                # no feature id of the guide (those are ids), only a pack's name for the words:
+                # the guide keeps the caller's words ("算薪", not the pack's "薪资计算")
+                v = re.sub(r"\s+", "", e.text).lower()
             if v in EDITION_PRODUCTS and other_product is None:
                 e = e.model_copy(update={"type": "product"})
                 v = EDITION_PRODUCTS[v]
         elif e.type == "product" and isinstance(v, str):
             if v not in product_ids():
                 v = _reading(e.text, "product") or _reading(v, "product") or v
-            if v in EDITION_FEATURES and other_product is not None:
+            if v not in product_ids() and e.negated and _reading(e.text, "feature"):
+                # "APP不要了": what is dropped is the capability the words name
+                e = e.model_copy(update={"type": "feature"})
+                v = _reading(e.text, "feature")
+            elif v in EDITION_FEATURES and other_product is not None:
                 e = e.model_copy(update={"type": "feature"})
                 v = EDITION_FEATURES[v]
-            elif v not in product_ids() and product in product_ids():
-                continue  # not a product of ours: not a switch away from the one held
+            elif v not in product_ids() and (product in product_ids() or named) and not dropping_held:
+                # not a product of ours: not a switch away from the one held or named (unless the
+                # caller drops that one for it: "CRM先不要了，就智能客服多少钱")
+                continue
         if v != e.value:
             e = e.model_copy(update={"value": v})
         out.append(e)
@@ -214,6 +291,8 @@ def canonical_entities(entities: list[Entity], text: str, product: str | None) -
             negated = any(x.type == "feature" and x.negated and x.value in ("cpu", "memory") and _spans_overlap(x, a, b)
                           for x in entities)
             out.append(Entity(type="feature", value=value, text=text[a:b], start=a, end=b, negated=negated))
+    # in the order said (a spec string stands where its cpu/memory words stood)
+    out.sort(key=lambda e: e.start if e.start is not None else len(text) + 1)
     # one entity per (type, value, negated): the same thing said twice is one mention
     seen: set[tuple[str, str, bool]] = set()
     deduped = []
