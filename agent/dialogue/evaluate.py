@@ -39,6 +39,7 @@ class Script:
     turns: list[str]
     expected_slots: dict[str, Any]
     expected_active_intents: list[str] = field(default_factory=list)
+    bot: list[str] = field(default_factory=list)  # what the agent said between the turns (the script's, when given)
 
 
 @dataclass
@@ -75,7 +76,10 @@ def load_scripts(path: Path) -> list[Script]:
         intents = obj.get("expected_active_intents", [])
         if not isinstance(slots, dict) or not isinstance(intents, list):
             raise ScriptError(f"{path}:{i}: 'expected_slots' must be an object, 'expected_active_intents' a list")
-        out.append(Script(line=i, turns=obj["turns"], expected_slots=slots, expected_active_intents=intents))
+        bot = obj.get("bot") or []
+        if not isinstance(bot, list) or not all(isinstance(b, str) for b in bot):
+            raise ScriptError(f"{path}:{i}: 'bot' must be a list of strings")
+        out.append(Script(line=i, turns=obj["turns"], expected_slots=slots, expected_active_intents=intents, bot=bot))
     if not out:
         raise ScriptError(f"{path}: no scripts")
     return out
@@ -86,7 +90,12 @@ def run_script(script: Script, understander: Understander, playbook: Playbook) -
     latencies = []
     for turn, text in enumerate(script.turns, start=1):
         t0 = time.perf_counter()
-        out = understander.understand(text, context=tuple(script.turns[max(0, turn - 1 - CONTEXT_TURNS) : turn - 1]))
+        context = tuple(script.turns[max(0, turn - 1 - CONTEXT_TURNS) : turn - 1])
+        # the caller in a script answers the script's bot lines: the NLU hears those, as the
+        # NLU stage hears the agent's last reply in a live call
+        bot_prev = script.bot[turn - 2] if 2 <= turn <= len(script.bot) + 1 else None
+        out = (understander.understand(text, context=context, bot_prev=bot_prev) if bot_prev
+               else understander.understand(text, context=context))
         nlu = NluResult(call_id="script", turn=turn, text=text, intents=out.intents, entities=out.entities)
         state, _ = track(state, nlu, playbook)
         latencies.append((time.perf_counter() - t0) * 1000)
