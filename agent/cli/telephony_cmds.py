@@ -158,20 +158,40 @@ def ws_serve(
     bus: BusOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Serve a provider's media-stream websocket (needs DIANXIAO_WS_TOKEN or DIANXIAO_TWILIO_AUTH_TOKEN)."""
+    """Serve a provider's media-stream websocket (needs DIANXIAO_WS_TOKEN or DIANXIAO_TWILIO_AUTH_TOKEN).
+
+    Capacity as for `sip serve`: with --pipeline audio, DIANXIAO_MAX_CALLS streams at once (0 = 5
+    per CPU core, measured); otherwise DIANXIAO_MAX_CALLS (0 = no limit).  Past it a new stream
+    gets HTTP 503 with Retry-After (DIANXIAO_RETRY_AFTER_S) before the upgrade: the provider
+    sees the far end busy.
+    """
+    from agent.observability import Metrics
     from connectors.websocket.server import MediaStreamConfig, MediaStreamServer
 
     settings = _settings(bus=bus, data_dir=data_dir, ws_host=host, ws_port=port)
+    # Admission control as in `sip serve`: the measured capacity where this process runs the
+    # speech stages, else only an explicit DIANXIAO_MAX_CALLS.
+    max_calls = settings.call_capacity if pipeline == "audio" else settings.max_calls
     config = MediaStreamConfig(provider=provider, host=settings.ws_host, port=settings.ws_port,
                                token=settings.ws_token, twilio_auth_token=settings.twilio_auth_token,
-                               public_url=settings.ws_public_url)
+                               public_url=settings.ws_public_url, max_calls=max_calls,
+                               retry_after_s=settings.retry_after_s)
     try:
         MediaStreamServer(make_bus(settings), config)  # validates the config (auth is required)
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"{provider} media streams on ws://{config.host}:{config.port}, pipeline={pipeline}; Ctrl-C stops")
-    asyncio.run(_serve(settings, pipeline, lambda b: MediaStreamServer(b, config)))
+    global _METRICS
+    _METRICS = Metrics()
+    console.print(f"{provider} media streams on ws://{config.host}:{config.port}, pipeline={pipeline}, "
+                  f"capacity {max_calls or 'unlimited'} calls; Ctrl-C stops")
+
+    def media_server(b: Any) -> MediaStreamServer:
+        server = MediaStreamServer(b, config)
+        server.metrics = _METRICS
+        return server
+
+    asyncio.run(_serve(settings, pipeline, media_server))
 
 
 @mqtt_app.command("bridge")

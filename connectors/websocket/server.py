@@ -4,6 +4,18 @@ The provider connects when a call starts, streams the caller's mu-law in JSON, a
 send back.  Connections must authenticate before the upgrade (token in `?token=` or an
 `Authorization: Bearer` header, or, for Twilio, a valid `X-Twilio-Signature`); messages over
 `max_message_bytes` close the connection (1009), as does a message that breaks the protocol.
+
+Admission control: with `max_calls` set, a connection that authenticates while `max_calls`
+streams are already admitted (upgraded and not yet ended) is refused before the upgrade with
+HTTP 503 and `Retry-After: retry_after_s` -- the nearest a media stream has to SIP's 486/503: the
+far end is busy and no call starts.  An unauthenticated request still gets 401 whatever the load.
+What the providers do with it (their documentation, not tried against a live account): Twilio
+logs error 31920 "Stream - WebSocket - Handshake Error" (the server answered with an HTTP code
+other than 101) and probably posts `stream-error` to a `<Stream statusCallback>` (documented
+for stream errors in general, not for this one); Telnyx posts a `streaming.failed` webhook with
+`failure_reason: connection_failed`.  Neither documents honouring `Retry-After` or retrying the
+connect, nor (not verified) what the call itself does next -- the application that gave them the
+stream URL must route the caller elsewhere.
 """
 
 from __future__ import annotations
@@ -43,6 +55,10 @@ class MediaStreamConfig:
     #: the public wss:// base URL the provider was given (Twilio signs the full URL)
     public_url: str | None = None
     max_message_bytes: int = 64 * 1024
+    #: streams carried at once; past it a new connection gets HTTP 503 + Retry-After (0 = no limit)
+    max_calls: int = 0
+    #: the Retry-After (seconds) of a connection refused at capacity
+    retry_after_s: int = 30
 
 
 class _StreamSink:
@@ -107,8 +123,17 @@ class MediaStreamServer:
         self.provider = PROVIDERS[self.config.provider]
         self.bridge = BusBridge(bus, f"ws-{self.provider.name}")
         self._server: Server | None = None
-        self.rejected = 0
+        self.rejected = 0  # refused: not authenticated (401)
         self.protocol_errors = 0
+        # Admitted streams: a connection is added when its upgrade is accepted (in the
+        # process_request hook, which runs without yielding, so N+1 simultaneous upgrades admit
+        # exactly N) and removed when its handler ends -- or, for a handshake that never reached
+        # the handler, when its TCP connection is gone.
+        self._streams: set[ServerConnection] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
+        self.admitted = 0  # streams upgraded (handler started)
+        self.refused_busy = 0  # refused at capacity (503)
+        self.metrics: Any = None  # agent.observability.Metrics, when the serving process has one
 
     @property
     def address(self) -> tuple[str, int]:
@@ -120,7 +145,7 @@ class MediaStreamServer:
         await self.bridge.start()
         self._server = await serve(
             self._handle, self.config.host, self.config.port,
-            process_request=self._authenticate, max_size=self.config.max_message_bytes,
+            process_request=self._process_request, max_size=self.config.max_message_bytes,
         )
         log.info("media stream server listening", provider=self.provider.name, address="%s:%d" % self.address)
 
@@ -128,6 +153,9 @@ class MediaStreamServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        for task in list(self._watchers):
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
         await self.bridge.stop()
 
     async def __aenter__(self) -> "MediaStreamServer":
@@ -157,12 +185,41 @@ class MediaStreamServer:
                 return True
         return False
 
-    def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self.authorised(request.path, request.headers):
-            return None
-        self.rejected += 1
-        log.warning("media stream refused: not authenticated", path=urlsplit(request.path).path)
-        return connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not self.authorised(request.path, request.headers):
+            self.rejected += 1
+            log.warning("media stream refused: not authenticated", path=urlsplit(request.path).path)
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
+        if self.at_capacity():
+            # Refuse before the upgrade rather than take a call the agent cannot serve in time.
+            self.refused_busy += 1
+            if self.metrics is not None:
+                self.metrics.calls_refused.labels(self.bridge.stage).inc()
+            log.info("media stream refused: at capacity", streams=len(self._streams), max_calls=self.config.max_calls)
+            response = connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy: at capacity, retry later\n")
+            response.headers["Retry-After"] = str(self.config.retry_after_s)
+            return response
+        self._streams.add(connection)
+        # A handshake can still fail after this (not a websocket upgrade, connection lost): the
+        # handler then never runs, so the slot is also released when the TCP connection closes.
+        watcher = asyncio.create_task(self._release_when_closed(connection))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return None
+
+    # --- admission control ------------------------------------------------------------
+
+    @property
+    def active(self) -> int:
+        """Streams admitted and not yet ended."""
+        return len(self._streams)
+
+    def at_capacity(self) -> bool:
+        return bool(self.config.max_calls) and len(self._streams) >= self.config.max_calls
+
+    async def _release_when_closed(self, connection: ServerConnection) -> None:
+        await connection.wait_closed()
+        self._streams.discard(connection)
 
     # --- one call ----------------------------------------------------------------------
 
@@ -172,6 +229,9 @@ class MediaStreamServer:
         frame_index = 0
         pending = bytearray()
         reason = "stream_closed"
+        self.admitted += 1
+        if self.metrics is not None:
+            self.metrics.calls_admitted.labels(self.bridge.stage).inc()
         try:
             async for raw in ws:
                 try:
@@ -214,9 +274,12 @@ class MediaStreamServer:
             if exc.rcvd is not None and exc.rcvd.code == 1009 or (exc.sent is not None and exc.sent.code == 1009):
                 reason = "message_too_big"
         finally:
-            if sink is not None:
-                if sink.hangup_reason is None:
-                    sink.pacer.flush()
-                await sink.close()
-            if call_id is not None:
-                await self.bridge.call_ended(call_id, reason)
+            try:
+                if sink is not None:
+                    if sink.hangup_reason is None:
+                        sink.pacer.flush()
+                    await sink.close()
+                if call_id is not None:
+                    await self.bridge.call_ended(call_id, reason)
+            finally:
+                self._streams.discard(ws)  # the call has ended: its slot is free
