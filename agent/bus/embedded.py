@@ -16,13 +16,14 @@ A lease of a process that died (its pid is gone, or its heartbeat is stale) is t
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import os
 import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from agent.bus.base import Bus, BusError, Consumer, Record, TopicPartition, partition_for
@@ -195,17 +196,33 @@ class EmbeddedBus(Bus):
         return [Record(tp[0], tp[1], o, k, bytes(v), ts) for o, k, v, ts in rows]
 
     async def _fetch(self, positions: dict[TopicPartition, int], max_records: int) -> list[Record]:
-        out: list[Record] = []
-        for tp, pos in positions.items():
-            if len(out) >= max_records:
-                break
+        """The oldest `max_records` unread records of these partitions, in the order they were
+        written.  A stage that reads two topics (the hangup stage: call.control and bot.replies)
+        must see a call's CallStarted before the goodbye that followed it; handing records back
+        partition by partition (in the order of a set) could put the goodbye first.  Each
+        partition's records stay in offset order; partitions are merged by write time (heapq.merge
+        only ever takes the head of a partition's stream, so a partition's own order holds even
+        if the wall clock stepped back between two writes)."""
+        streams = [self._records_from(tp, pos, max_records) for tp, pos in positions.items()]
+        return list(itertools.islice(heapq.merge(*streams, key=lambda r: r.timestamp), max_records))
+
+    def _records_from(self, tp: TopicPartition, pos: int, limit: int) -> Iterator[Record]:
+        """A partition's records from offset `pos` on, read a page at a time as the merge takes
+        them (a backlog on every partition costs about max_records rows, not that many each)."""
+        page = min(64, limit)
+        while page > 0:
             rows = self.db.execute(
                 "SELECT offset, key, value, ts FROM log WHERE topic=? AND partition=? AND offset>=?"
                 " ORDER BY offset LIMIT ?",
-                (*tp, pos, max_records - len(out)),
+                (*tp, pos, page),
             ).fetchall()
-            out.extend(Record(tp[0], tp[1], o, k, bytes(v), ts) for o, k, v, ts in rows)
-        return out
+            for o, k, v, ts in rows:
+                yield Record(tp[0], tp[1], o, k, bytes(v), ts)
+            if len(rows) < page:
+                return
+            pos = rows[-1][0] + 1
+            limit -= len(rows)
+            page = min(page * 2, limit)
 
     async def _commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
         # Rows may commit one by one; a partial commit only means some records are re-delivered.

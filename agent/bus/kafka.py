@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -511,7 +512,11 @@ class KafkaConsumer(Consumer):
             got = {}
             self._down_since = self._down_since or time.monotonic()
             self._last_probe = 0.0
-        records = [self.bus._record(m) for msgs in got.values() for m in msgs]
+        # Partition by partition as fetched would hand a stage that reads two topics a call's
+        # later event first (a goodbye before its CallStarted): merge them by their timestamps,
+        # each partition's own order kept.  (Best effort: Kafka orders nothing across partitions.)
+        records = list(heapq.merge(*([self.bus._record(m) for m in msgs] for msgs in got.values()),
+                                   key=lambda r: r.timestamp))
         if records:
             self._down_since = None
             self._last_probe = time.monotonic()
