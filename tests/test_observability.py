@@ -29,7 +29,9 @@ async def test_metrics_count_events_latency_and_dead_letters_per_stage(text_pipe
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'dianxiao_events_handled_total{stage="nlu",topic="transcripts"} 2.0' in body
     assert 'dianxiao_dead_letters_total{stage="nlu"} 1.0' in body
-    assert 'dianxiao_stage_handle_duration_seconds_count{stage="nlu"} 2.0' in body
+    # the nlu stage also reads bot.replies (the agent's last words, for the next turn): 2 + 2
+    assert 'dianxiao_events_handled_total{stage="nlu",topic="bot.replies"} 2.0' in body
+    assert 'dianxiao_stage_handle_duration_seconds_count{stage="nlu"} 4.0' in body
     assert "# TYPE dianxiao_duplicates_dropped_total counter" in body
     assert "# TYPE dianxiao_consumer_lag_messages gauge" in body
 
@@ -70,5 +72,6 @@ async def test_at_info_each_stage_logs_one_line_per_caller_turn(text_pipeline, c
     mine = [l for l in lines if l.get("call_id") == "call-info"]
     assert mine and all(l["event"] == "turn handled" and l["level"] == "info" for l in mine)
     per_turn = sorted((l["turn"], l["stage"]) for l in mine)
-    assert per_turn == [(t, s) for t in (1, 2) for s in ("dst", "dtmf", "hangup", "nlu", "outcome", "policy")]
+    # the nlu stage handles the caller's words and then the agent's reply (kept for the next turn)
+    assert per_turn == [(t, s) for t in (1, 2) for s in ("dst", "dtmf", "hangup", "nlu", "nlu", "outcome", "policy")]
     assert all(isinstance(l["ms"], float) for l in mine)
