@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from agent.bus import EmbeddedBus
 from agent.bus.base import partition_for
-
-
-async def _drain(consumer, want: int) -> list:
-    got = []
-    for _ in range(40):
-        got += await consumer.getmany(timeout_ms=50)
-        if len(got) >= want:
-            break
-    return got
+from tests.bus_helpers import drain as _drain
 
 
 async def test_a_restarted_process_resumes_from_the_committed_offset(tmp_path):

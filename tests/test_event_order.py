@@ -17,15 +17,7 @@ from agent import topics
 from agent.bus import EmbeddedBus
 from agent.runner import StageRunner
 from agent.stages.hangup import HangupStage
-
-
-async def _drain(consumer, want: int) -> list:
-    got = []
-    for _ in range(40):
-        got += await consumer.getmany(timeout_ms=50)
-        if len(got) >= want:
-            break
-    return got
+from tests.bus_helpers import drain as _drain
 
 
 async def test_a_consumer_of_two_topics_gets_one_call_s_records_in_production_order(tmp_path):
