@@ -42,7 +42,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> RecordedCalls:
 @pytest.fixture
 def console(recorded: RecordedCalls, tmp_path: Path):
     shutil.copy(recorded.log_path, tmp_path / "bus.sqlite")
-    con = open_console(Settings(data_dir=tmp_path))
+    con = open_console(Settings(data_dir=tmp_path, nlu_model="rules"))  # as the calls were recorded
     for name, role in (("ada", "admin"), ("rita", "reviewer"), ("vic", "viewer")):
         con.store.set_user(name, PASSWORD, role)
     yield con

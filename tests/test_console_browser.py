@@ -34,7 +34,7 @@ def served(tmp_path: Path):
     import uvicorn
 
     recorded = record_review_calls(tmp_path)
-    con = open_console(Settings(data_dir=tmp_path))
+    con = open_console(Settings(data_dir=tmp_path, nlu_model="rules"))  # as the calls were recorded
     con.store.set_user("ada", "admin password 1", "admin")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
