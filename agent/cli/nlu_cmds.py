@@ -25,8 +25,9 @@ def nlu_cmd(
     bot_prev: str | None = typer.Option(None, "--bot-prev", help="what the agent said just before (the caller's turn answers it)"),
 ) -> None:
     """Understand one utterance and print intents + entities as JSON."""
-    und = _understander(model)
-    out = und.understand(text, context, bot_prev=bot_prev) if bot_prev else und.understand(text, context)
+    from agent.nlu import understand_turn
+
+    out = understand_turn(_understander(model), text, context, bot_prev)
     typer.echo(json.dumps({
         "text": text,
         "intents": [i.model_dump() for i in out.intents],

@@ -23,7 +23,7 @@ from agent.dialogue.playbook import Playbook
 from agent.dialogue.state import DialogueState
 from agent.dialogue.turn import track
 from agent.events import NluResult
-from agent.nlu import Understander
+from agent.nlu import Understander, understand_turn
 
 _SLOT_ALIASES = {"feature": "features", "system": "systems"}
 CONTEXT_TURNS = 3
@@ -94,8 +94,7 @@ def run_script(script: Script, understander: Understander, playbook: Playbook) -
         # the caller in a script answers the script's bot lines: the NLU hears those, as the
         # NLU stage hears the agent's last reply in a live call
         bot_prev = script.bot[turn - 2] if 2 <= turn <= len(script.bot) + 1 else None
-        out = (understander.understand(text, context=context, bot_prev=bot_prev) if bot_prev
-               else understander.understand(text, context=context))
+        out = understand_turn(understander, text, context, bot_prev)
         nlu = NluResult(call_id="script", turn=turn, text=text, intents=out.intents, entities=out.entities)
         state, _ = track(state, nlu, playbook)
         latencies.append((time.perf_counter() - t0) * 1000)

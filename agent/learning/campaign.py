@@ -31,6 +31,7 @@ from agent.dialogue.policy import STAGE_OF
 from agent.dialogue.turn import step
 from agent.errors import OperatorError
 from agent.learning.acts import ACTS, OBJECTIONS, candidates
+from agent.nlu import understand_turn
 from agent.outcomes import WINS, append_events, call_outcome_event
 from agent.simulator.customers import Customer, business_outcome, draw_persona, rng_for
 
@@ -88,9 +89,7 @@ class CachedUnderstander:
         self._memo = lru_cache(maxsize=20000)(self._understand)
 
     def _understand(self, text: str, context: tuple[str, ...], bot_prev: str | None) -> Any:
-        if bot_prev is None:
-            return self.inner.understand(text, context=context)
-        return self.inner.understand(text, context=context, bot_prev=bot_prev)
+        return understand_turn(self.inner, text, context, bot_prev)
 
     def understand(self, text: str, context: tuple[str, ...] = (), bot_prev: str | None = None) -> Any:
         return self._memo(text, tuple(context), bot_prev)
@@ -163,7 +162,7 @@ def simulate_lead(lead_id: str, pb: Playbook, ref: str, understander: Any, *, se
             break
         turn += 1
         tr = ev.TranscriptFinal(call_id=call_id, turn=turn, stage="caller", text=text, caused_by=last_id, ts_wall=ts())
-        nlu = understander.understand(text, context=tuple(said[-CONTEXT_TURNS:]), bot_prev=replies[-1].text if replies else None)
+        nlu = understand_turn(understander, text, tuple(said[-CONTEXT_TURNS:]), replies[-1].text if replies else None)
         said.append(text)
         result = ev.NluResult(call_id=call_id, turn=turn, stage="nlu", text=text, intents=nlu.intents,
                               entities=nlu.entities, caused_by=tr.event_id, ts_wall=ts(),

@@ -7,6 +7,7 @@ directory (meta.json).  None means `DEFAULT_MODEL`."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -29,6 +30,15 @@ class Understander(Protocol):
         """`context`: the caller's earlier turns, oldest first; `bot_prev`: what the agent said just
         before this turn (a 是的/不用/两百个人 means something only as an answer to it)."""
         ...
+
+
+def understand_turn(understander: Understander, text: str, context: Sequence[str] = (),
+                    bot_prev: str | None = None) -> NluOutput:
+    """One caller turn through `understander`: `bot_prev` goes along only when there is one and
+    the understander takes it, so one written before `bot_prev` existed still works."""
+    if bot_prev and "bot_prev" in inspect.signature(understander.understand).parameters:
+        return understander.understand(text, context=context, bot_prev=bot_prev)
+    return understander.understand(text, context=context)
 
 
 # What `nlu_model = None` means.  "joint" uses the shipped joint model when its file (and the

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.jsonl import read_jsonl
-from agent.nlu import Understander
+from agent.nlu import Understander, understand_turn
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def evaluate(understander: Understander, examples: Sequence[Example]) -> dict[st
     errors: list[dict[str, Any]] = []
     for ex in examples:
         t0 = time.perf_counter()
-        out = understander.understand(ex.text, ex.context, bot_prev=ex.bot_prev) if ex.bot_prev else understander.understand(ex.text, ex.context)
+        out = understand_turn(understander, ex.text, ex.context, ex.bot_prev)
         lat.append((time.perf_counter() - t0) * 1000)
         decided[out.decided_by] += 1
         pred = {i.name for i in out.intents}

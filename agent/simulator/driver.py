@@ -18,7 +18,7 @@ from agent.bus.base import Bus
 from agent.dialogue import DialogueState, Playbook
 from agent.dialogue.turn import step
 from agent.events import NluResult
-from agent.nlu import Understander
+from agent.nlu import Understander, understand_turn
 from agent.simulator.personas import Caller
 
 CONTEXT_TURNS = 3
@@ -138,9 +138,7 @@ def simulate_call(caller: Caller, playbook: Playbook, understander: Understander
         if text is None:
             break
         turn += 1
-        bot_prev = replies[-1].text if replies else None
-        out = (understander.understand(text, context=tuple(said[-CONTEXT_TURNS:]), bot_prev=bot_prev) if bot_prev
-               else understander.understand(text, context=tuple(said[-CONTEXT_TURNS:])))
+        out = understand_turn(understander, text, tuple(said[-CONTEXT_TURNS:]), replies[-1].text if replies else None)
         said.append(text)
         result = NluResult(call_id=call_id, turn=turn, text=text, intents=out.intents, entities=out.entities,
                            decided_by=out.decided_by if out.decided_by in ("rule", "model") else "rule")

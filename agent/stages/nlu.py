@@ -5,13 +5,12 @@ agent just said (是的 after "need an on-site demo?" is a yes to the demo)."""
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent import events as ev
 from agent import topics
-from agent.nlu import Understander
+from agent.nlu import Understander, understand_turn
 from agent.stages.base import CallContext, Emit, Stage
 
 CONTEXT_TURNS = 3
@@ -34,8 +33,6 @@ class NluStage(Stage):
     def __init__(self, understander: Understander) -> None:
         self.understander = understander
         self.version = understander.version
-        # an understander written before `bot_prev` existed still works (it just does not see it)
-        self._takes_bot_prev = "bot_prev" in inspect.signature(understander.understand).parameters
 
     def new_state(self, call_id: str) -> NluCallState:
         return NluCallState()
@@ -52,11 +49,7 @@ class NluStage(Stage):
             return []
         if not isinstance(event, ev.TranscriptFinal):
             return []
-        context = tuple(state.said[-CONTEXT_TURNS:])
-        if state.bot_prev and self._takes_bot_prev:
-            out = self.understander.understand(event.text, context=context, bot_prev=state.bot_prev)
-        else:
-            out = self.understander.understand(event.text, context=context)
+        out = understand_turn(self.understander, event.text, tuple(state.said[-CONTEXT_TURNS:]), state.bot_prev)
         state.said.append(event.text)
         result = self.make(
             ev.NluResult,
