@@ -205,13 +205,21 @@ class DialogueStateUpdated(Envelope):
     playbook_version: str | None = None
 
 
-class BotReply(Envelope):
-    type: Literal["bot.reply"] = "bot.reply"
+class PolicyReply(Envelope):
+    """What the policy decided to say: the fields a draft and the final reply share."""
+
     text: str
     action: str
     ends_call: bool = False
     playbook_version: str | None = None
     decided_by: Literal["rule", "template", "llm"] = "template"
+
+    def policy_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in PolicyReply.model_fields if name not in Envelope.model_fields}
+
+
+class BotReply(PolicyReply):
+    type: Literal["bot.reply"] = "bot.reply"
     # With LLM phrasing on (docs/dialogue.md), the phrasing stage records what the LLM produced,
     # so that a replay re-uses it and never calls the LLM again.  None: phrasing was off.
     phrased_by: Literal["llm", "template"] | None = None
@@ -222,17 +230,12 @@ class BotReply(Envelope):
     phrasing_note: str | None = None  # why the template was kept (timeout, error, check failed)
 
 
-class ReplyDraft(Envelope):
+class ReplyDraft(PolicyReply):
     """The policy's template reply when LLM phrasing is on (bot.drafts -> phrasing stage).
     Carries everything the phrasing needs, so that stage holds no playbook or dialogue state:
     the prompt to send and the numbers an LLM wording may state."""
 
     type: Literal["bot.reply_draft"] = "bot.reply_draft"
-    text: str
-    action: str
-    ends_call: bool = False
-    playbook_version: str | None = None
-    decided_by: Literal["rule", "template", "llm"] = "template"
     #: compliance wording (do-not-call, hand-off, AI disclosure): sent as it is, never phrased
     keep_template: bool = False
     prompt: list[dict[str, str]] = Field(default_factory=list)

@@ -59,11 +59,7 @@ class PhrasingStage(Stage):
 
     def reply_for(self, draft: ev.ReplyDraft, ctx: CallContext, key: str, answer: LlmAnswer | None) -> list[Emit]:
         """The final reply for `draft` given the LLM's answer (pure)."""
-        fields: dict[str, Any] = dict(
-            text=draft.text, action=draft.action, ends_call=draft.ends_call,
-            playbook_version=draft.playbook_version, decided_by=draft.decided_by,
-            phrased_by="template", template_text=draft.text,
-        )
+        fields: dict[str, Any] = {**draft.policy_fields(), "phrased_by": "template", "template_text": draft.text}
         if draft.keep_template:
             fields["phrasing_note"] = "compliance wording: never phrased"
         else:
