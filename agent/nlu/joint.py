@@ -242,14 +242,16 @@ class ValueNormaliser:
         from agent.nlu.lexicon import load_lexicon
         from agent.nlu.normalize import Rewriter
 
-        self.gaz = gazetteer or {}
+        # a system is one of the guide's categories: a train span labelled otherwise is no reading of it
+        self.gaz = {typ: {k: v for k, v in table.items() if typ != "system" or str(v).upper() in SYSTEM_CATEGORIES}
+                    for typ, table in (gazetteer or {}).items()}
         self.lexicon = load_lexicon()
         self.rewriter = Rewriter(self.lexicon.rewrites, self.lexicon.pinyin_targets)
 
     def __call__(self, typ: str, surface: str) -> Any:
         key = surface_key(surface)
         table = self.gaz.get(typ, {})
-        if key in table and (typ != "system" or str(table[key]).upper() in SYSTEM_CATEGORIES):
+        if key in table:
             return table[key]
         norm = self.rewriter(surface)
         text = norm.text
@@ -269,8 +271,7 @@ class ValueNormaliser:
                 return best[1]
             # a longer span holding a known surface takes that surface's id — not its open-vocabulary
             # value (手持终端 is not 手持 because 手持 once stood alone)
-            inner = [k for k in table if len(k) >= 2 and k in key and str(table[k]) != k
-                     and (typ != "system" or str(table[k]).upper() in SYSTEM_CATEGORIES)]
+            inner = [k for k in table if len(k) >= 2 and k in key and str(table[k]) != k]
             if inner:
                 return table[max(inner, key=len)]
             if typ == "system":  # a closed set of categories (guide): what the words suggest, else OTHER
