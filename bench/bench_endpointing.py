@@ -82,7 +82,7 @@ def run_clip(stage, pcm: np.ndarray) -> dict:
                 finals.append(((i + 1) * 20, e.end_ms))
     if not finals:
         return {"endpoint_ms": None, "premature": False, "finals": 0}
-    first_at, first_end = finals[0]
+    first_end = finals[0][1]
     # premature: the first turn's audio stops well before the caller's last word (one window of slack)
     premature = first_end < speech_end_ms - 64
     last_at = finals[-1][0]
