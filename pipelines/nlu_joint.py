@@ -234,6 +234,24 @@ def set_config(path: Path, **updates) -> dict:
     return config
 
 
+OPEN_FEATURE_CONF_GRID = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
+
+
+def calibrate_open_feature_conf(und, examples) -> float:
+    """The lowest tagger confidence an open-vocabulary feature span needs, chosen on dev by entity
+    F1 (ties: the lower bar).  Open features are where the two labelling passes disagree most, so a
+    span the tagger is unsure of is more often a false alarm than a find."""
+    from agent.nlu.evaluate import evaluate
+
+    best, best_f1 = 0.0, -1.0
+    for bar in OPEN_FEATURE_CONF_GRID:
+        und.model.open_feature_min_conf = bar
+        f1 = evaluate(und, examples)["summary"]["entity_f1"]
+        if f1 > best_f1 + 1e-9:
+            best, best_f1 = bar, f1
+    return best
+
+
 def score(path: Path, dev: list[CorpusExample], names: list[str], base: str | None, rules: bool) -> dict:
     """Calibrate thresholds on dev with the numpy run time itself, then the dev figures of the
     joint understander (and of the rules, for comparison)."""
@@ -253,8 +271,11 @@ def score(path: Path, dev: list[CorpusExample], names: list[str], base: str | No
     rule_und = RuleUnderstander()
     und = JointUnderstander(path, rules=rule_und, base=base)
     examples = [ex.to_example() for ex in dev]
+    min_conf = calibrate_open_feature_conf(und, examples)
+    set_config(path, open_feature_min_conf=min_conf)
+    und.model.open_feature_min_conf = min_conf
     res = evaluate(und, examples)
-    out = {"thresholds": thr, "dev_model": res["summary"], "dev_model_entity_per_type": res["entity_per_type"],
+    out = {"thresholds": thr, "open_feature_min_conf": min_conf, "dev_model": res["summary"], "dev_model_entity_per_type": res["entity_per_type"],
            "dev_model_per_intent": res["per_intent"], "decided_by": res["decided_by"]}
     if rules:
         r = evaluate(rule_und, examples)

@@ -206,6 +206,25 @@ def test_the_joint_understander_loads_and_keeps_the_compliance_intents(trained):
     assert "do_not_call" in {i.name for i in und.understand("别再给我打电话了").intents}
 
 
+def test_an_unsure_open_feature_span_is_dropped_only_below_the_dev_calibrated_bar(trained):
+    """A capability in the caller's own words that the tagger is unsure of is dropped; a span whose
+    value is a known id, or any span once the bar is 0, is kept."""
+    from agent.nlu.joint import JointModel, Prediction, read_adapter
+    from pipelines.nlu_joint import OPEN_FEATURE_CONF_GRID
+
+    out, m = trained
+    cfg, _ = read_adapter(out)
+    assert cfg["open_feature_min_conf"] in OPEN_FEATURE_CONF_GRID and m["open_feature_min_conf"] == cfg["open_feature_min_conf"]
+    jm = JointModel(out, onnx=False)
+    text = "能不能一键催收，还要异地备份"
+    pred = Prediction(np.zeros(len(jm.labels)), [("feature", 3, 7, 0.0, 0.4), ("feature", 10, 14, 0.0, 0.4)])
+    jm.open_feature_min_conf = 0.7
+    assert [e.text for e in jm.entities(text, pred)] == ["异地备份"]  # offsite_backup: a known id stays
+    jm.open_feature_min_conf = 0.0
+    assert [e.text for e in jm.entities(text, pred)] == ["一键催收", "异地备份"]
+    assert all(len(s) == 5 and 0.0 <= s[4] <= 1.0 for s in jm.predict(text).spans)
+
+
 def test_full_finetune_ships_dense_layers_that_the_run_time_reads(tiny_base, tiny_corpus, tmp_path):
     from agent.nlu.joint import JointModel, read_adapter
     from pipelines.nlu_joint import JointConfig, train_joint

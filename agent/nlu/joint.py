@@ -361,7 +361,7 @@ def read_adapter(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
 @dataclass
 class Prediction:
     probs: np.ndarray  # (n_labels,)
-    spans: list[tuple[str, int, int, float]]  # type, char start, end, negated prob
+    spans: list[tuple[str, int, int, float, float]]  # type, char start, end, negated prob, span confidence (1 - P(O))
 
 
 class JointModel:
@@ -417,6 +417,8 @@ class JointModel:
         self.tag_w, self.tag_b = np.ascontiguousarray(h["tagger.weight"].T), h["tagger.bias"]
         self.neg_w, self.neg_b = np.ascontiguousarray(h["negation.weight"].T), h["negation.bias"]
         self.values = ValueNormaliser(self.cfg.get("gazetteer"))
+        # calibrated on dev with the intent thresholds (pipelines/nlu_joint.score); 0 keeps every span
+        self.open_feature_min_conf = float(self.cfg.get("open_feature_min_conf", 0.0))
         # an adapter trained before bot_prev existed must see exactly the input it was trained on
         self.uses_bot_prev = bool(self.cfg.get("bot_prev", False))
 
@@ -452,14 +454,19 @@ class JointModel:
         probs = _sigmoid(_ln(pooled, self.norm_w, self.norm_b) @ self.cls_w + self.cls_b)
         tag_p = _softmax(hs @ self.tag_w + self.tag_b)
         neg = _sigmoid(hs @ self.neg_w + self.neg_b)[:, 0]
-        spans = [(t, s, e, float(neg[idx].mean()))
+        outside = TAGS.index("O")
+        spans = [(t, s, e, float(neg[idx].mean()), float(1.0 - tag_p[idx, outside].mean()))
                  for t, s, e, idx in decode_spans(enc, tag_p.argmax(-1), text[:MAX_TEXT_CHARS], tag_p)]
         return Prediction(probs, spans)
 
     def entities(self, text: str, pred: Prediction) -> list[Entity]:
         out, seen = [], set()
-        for typ, s, e, neg in pred.spans:
+        for typ, s, e, neg, conf in pred.spans:
             v = self.values(typ, text[s:e])
+            if typ == "feature" and conf < self.open_feature_min_conf and v == surface_key(text[s:e]):
+                # a capability in the caller's own words that the tagger is unsure of: the two
+                # labelling passes disagree most on these, so an unsure one costs more than it finds
+                continue
             if typ in _NUMERIC and not isinstance(v, int):
                 continue  # a number type with no number in it (发, 同时): a tagging slip
             if typ not in _NUMERIC and typ not in ("callback_time", "phone") and e - s == 1 and v == surface_key(text[s:e]):
