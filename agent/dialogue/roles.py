@@ -51,7 +51,7 @@ _OWN_BEFORE = re.compile(
     r"|那个|那套|的|嘅|个|有)*$"
 )
 # SCADA俺们有了 / CRM我们已经有了
-_OWN_AFTER = re.compile(r"^" + _OWNER + r"(已经|早就|自己)?(有了|有嘅|有的|自己有)")
+_OWN_AFTER = re.compile(r"^" + _OWNER + r"(已经|早就|自己|其实|本来|都|也)*(有了|有嘅|有的|自己有)")
 # a bare word for a kind of thing, which names the caller's own equipment when a product is held
 # (an operating system before it is no product name: "一百台Linux服务器")
 _GENERIC = re.compile(r"^(linux|windows|win|centos|ubuntu)?(服务器|主机|机器|电脑|邮箱|虚拟机|虚机)$", re.IGNORECASE)
@@ -64,6 +64,7 @@ _CLAUSE = re.compile(r"[，,。；;！!？?\s…]+")
 _INTEGRATION_ONLY_BLOCKERS = {"product_inquiry", "purchase_intent", "price_inquiry", "demo_request"}
 # connecting to a vendor's thing vs comparing with it (cue words anywhere in the line)
 _CONNECT = re.compile(r"打通|对接|接入|接口|集成|同步|导入|导到|推到|连上|连接|接到|能接|一道用|一起用|兼容|登录|登陆|对得上|对上")
+_CONNECT_TO = re.compile(r"[跟和同与].{1,10}连")
 _COMPARE = re.compile(r"比|对比|优势|好在|差在|区别|换掉|替换|在看|考虑")
 
 
@@ -99,11 +100,56 @@ def own_system(e: Entity, text: str) -> bool:
     return bool(_OWN_BEFORE.search(before) or _OWN_AFTER.search(after))
 
 
+# "我们的金蝶是云星空", "俺们的MES，宝信的", "SAP是ECC的版本": the vendor or version of the system
+# just named, not a second system
+_SAME_SYSTEM = re.compile(r"^\s*(是|系|就是|用的是|嘅系|的是)\s*$")
+_SAME_SYSTEM_VENDOR = re.compile(r"^\s*[，,]\s*$")
+
+
+def _real_systems(entities: list[Entity], text: str, held: str | None) -> list[Entity]:
+    """The caller's systems without what the model tagged as one by mistake: a piece of a word
+    (金 of 金蝶, the 口 of 接口: one character, unless the line names the category), a piece of a rival's name ("纷享" beside "销客",
+    "法" beside "大大": the spans touch), the product held named again (地磅的数据也要进WMS while
+    we sell them the WMS; 我们的WMS stays theirs), or the vendor or version of the system named
+    just before it (我们的金蝶是云星空, 俺们的MES，宝信的)."""
+    out: list[Entity] = []
+    connect = bool(_CONNECT.search(text) or _CONNECT_TO.search(text)) and not _COMPARE.search(text)
+
+    def touching(a: Entity, b: Entity) -> bool:
+        return None not in (a.start, a.end, b.start, b.end) and (a.start == b.end or a.end == b.start)
+
+    for e in entities:
+        if e.type == "competitor" and connect and any(x.type == "system" and touching(e, x) for x in entities):
+            continue  # "跟网易|邮箱连": one name cut in two, their system
+        if e.type != "system" or e.negated:
+            out.append(e)
+            continue
+        words = re.sub(r"\s+", "", e.text or "")
+        value = str(e.value).upper()
+        if e.text is not None and len(words) <= 1 and (value == "OTHER" or value.lower() not in text.lower()):
+            continue  # a piece of a word; the category stays when the line says it (机器PLC是三菱的)
+        if not connect and any(x.type == "competitor" and touching(e, x) for x in entities):
+            continue  # "纷享|销客", "法|大大": one rival's name cut in two
+        if held is not None and SYSTEM_OF_PRODUCT.get(held) == str(e.value).upper() and _reading(e.text, "product") == held \
+                and not own_system(e, text):
+            continue
+        before = next((x for x in reversed(out) if x.type == "system" and x.end is not None and e.start is not None
+                       and x.end <= e.start and str(x.value).upper() != "OTHER"), None)
+        if before is not None and str(e.value).upper() == "OTHER":
+            between = text[before.end : e.start]
+            after = text[e.end :][:2] if e.end is not None else ""
+            if _SAME_SYSTEM.match(between) or (_SAME_SYSTEM_VENDOR.match(between) and after[:1] in ("的", "嘅")):
+                continue
+        out.append(e)
+    return out
+
+
 def read_roles(
     entities: list[Entity], text: str, intents: list[str], held: str | None, systems: list[str]
 ) -> Roles:
     """The role of every product and rival the turn names (see the module text).  `held` is
     the product the state holds before this turn, `systems` the caller's systems so far."""
+    entities = _real_systems(entities, text, held)
     ours = [e for e in entities if e.type == "product" and not e.negated and str(e.value) in product_ids()]
     switching = bool(_SWITCH.search(text))
     integration_only = "integration_inquiry" in intents and not set(intents) & _INTEGRATION_ONLY_BLOCKERS

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from agent.dialogue.numbers import numbers_in, quantities_in
 from agent.dialogue.roles import FEATURE_OF_PRODUCT, read_roles
-from agent.dialogue.values import canonical_entities, counts_things, product_ids, says_total
+from agent.dialogue.values import at_once, canonical_entities, counts_things, product_ids, says_total
 from agent.events import Entity, NluResult
 
 # Intents that carry a task the caller wants done (they go on the stack);
@@ -38,6 +38,8 @@ TASK_INTENTS = (
 )
 #: task intents that are goals of the call (a feature question usually serves one of them)
 GOAL_INTENTS = tuple(t for t in TASK_INTENTS if t != "feature_inquiry")
+#: intents that are never an open request of the caller (guide, "Script line", decision 19)
+NEVER_ACTIVE = ("other", "affirm", "deny", "greeting", "supplement_demand")
 SINGLE_SLOTS = ("product", "concurrency", "quantity", "budget", "term", "callback_time", "competitor", "region", "phone")
 LIST_SLOTS = {"feature": "features", "system": "systems"}
 NUMERIC_SLOTS = ("concurrency", "quantity", "budget", "term")
@@ -51,11 +53,11 @@ HISTORY_LIMIT = 40
 # ("算了 先问云数据库" asks about the database).  A space is a pause, so a clause boundary.
 _NEGATION_BEFORE = re.compile(
     r"(不要|不用|不需要|不想要|取消|去掉|去除|别要|不考虑|用不着|不必|删掉|拿掉|唔要|唔使|唔洗|唔需要|覅|勿要|"
-    r"先不(要|整|弄|搞|上|买)|不整|不弄|不搞)(?![了啦喇咯])[^，,。！!？?；;\s]{0,6}$"
+    r"先不(要|整|弄|搞|上|买|装)|不整|不弄|不搞)(?![了啦喇咯])[^，,。！!？?；;\s]{0,6}$"
 )
 _NEGATION_AFTER = re.compile(
     r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算[了啦咧哒喽嘞罗啰]|去掉|取消|就免了|不用了|先不要|不考虑了|用不着|用勿着|用唔着"
-    r"|唔要|唔使|唔洗|覅|勿要|先不(要|整|弄|搞|上|买)|不整了|不弄了|不搞了|就算了"
+    r"|唔要|唔使|唔洗|覅|勿要|先不(要|整|弄|搞|上|买|装)|不整了|不弄了|不搞了|不装了|就算了"
     r"|不(用|要|需要|必)(对接|集成|接入|打通|加|买|备份|做)了?)"
 )
 # money words (一块 alone is "together": 三个年级一块开)
@@ -135,6 +137,9 @@ class DialogueState(BaseModel):
     #: discussed; an add-on or a product set aside comes back when that one is dropped)
     products: list[str] = Field(default_factory=list)
     resolved_ref: Mention | None = None
+    #: editions the caller weighed against each other in one breath ("标准版跟专业版差在哪"), in
+    #: the order said, for "第二个吧" to pick from
+    options: list[str] = Field(default_factory=list)
     stage: str = "opening"
     do_not_call: bool = False
     fallbacks: int = 0
@@ -179,7 +184,8 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
         intents = [i for i in intents if i != "purchase_intent"] + (["price_inquiry"] if "price_inquiry" not in intents else [])
 
     correction = bool(_CORRECTION.search(text))
-    entities = canonical_entities(_clean(nlu.entities), text, s.value("product"))
+    entities = canonical_entities(_clean(nlu.entities), text, s.value("product"), s.value("quantity") is not None)
+    entities = _head_counts(s, text, entities)
     entities = _context_entities(s, text, entities, intents)
     if correction:
         entities = _bare_correction(s, text, entities)
@@ -203,11 +209,13 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
         s.products.append(p)
         if p in s.rejected.get("products", []):
             s.rejected["products"].remove(p)
+    _pick_option(s, text, entities, turn)
     _resolve_reference(s, text, entities, intents, turn)
 
     # Intents: a supplement inherits the task under discussion; a digression leaves the stack;
     # answering the bot's question ("SaaS的", "两千吧") carries on the goal that asked for it.
     tasks = [i for i in intents if i in TASK_INTENTS]
+    own_tasks = list(tasks)  # the turn's own requests, whatever it also carries on
     prior_goal = next((t for t in reversed(s.intent_stack) if t in GOAL_INTENTS), None)
     answered = s.expecting is not None and any(e.type == s.expecting for e in entities)
     if answered and prior_goal is not None and prior_goal not in tasks:
@@ -232,13 +240,17 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
         s.intent_stack.append(t)
     s.intent_stack = s.intent_stack[-STACK_LIMIT:]
     s.turn_intents = intents
-    digression = [i for i in intents if i not in TASK_INTENTS and i != "other"]
-    # What the caller is after: this turn's intents; a turn that only answers, adds a detail or
-    # digresses keeps the goal it serves (the latest goal on the stack) active.
+    digression = [i for i in intents if i not in TASK_INTENTS and i not in NEVER_ACTIVE]
+    # What the caller is after: this turn's intents (its own requests stay open also when it
+    # answers the bot's question: "五十个人，多少钱" states a size and asks a price); a turn that
+    # only answers, adds a detail or digresses keeps the goal it serves (the latest goal on the
+    # stack) active.  Affirm/deny/greeting and supplement_demand are never active (guide,
+    # "Script line" and decision 19).
     goal = next((t for t in reversed(s.intent_stack) if t in GOAL_INTENTS), None)
-    active = tasks + digression
+    active = tasks + [t for t in own_tasks if t not in tasks] + digression
     if goal is not None and not any(t in GOAL_INTENTS for t in tasks) and goal not in active:
         active = active + [goal]
+    active += [i for i in _implied_intents(entities, text, intents) if i not in active]
     # a refusal stays the caller's answer to the call (guide, decision 19): not_interested /
     # do_not_call said earlier remain active after later turns
     for refusal in ("not_interested", "do_not_call"):
@@ -283,6 +295,54 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
     )
     s.history = s.history[-HISTORY_LIMIT:]
     return s
+
+
+# asking for a lower price ("便宜点", "降到", "打八折", "优惠")
+_BARGAIN = re.compile(r"便宜|降到|降价|降一|打折|打[一二三四五六七八九]折|优惠|少点|少一点|让点|再低")
+# a price question in the words of a clause ("一年多少钱", "几多钞票", "报个价")
+_PRICE_WORDS = re.compile(r"多少|几多|几钱|好多|多钱|几钿|价|收费|怎么卖|点收")
+
+
+def _implied_intents(entities: list[Entity], text: str, intents: list[str]) -> list[str]:
+    """The requests the turn's entities make open, as the labelling guide pairs them, when the
+    NLU's intents left them out: a rival named → `competitor_comparison` (hard case 1, 25, 47); a
+    time proposed → `callback_request` (90); a budget stated or a billing period named →
+    `price_inquiry` (13, 17, 28, 89) unless the line objects to the price or buys; their system
+    → `integration_inquiry` (hard case 1, 15) unless it is only the source of an import (86); a
+    size or requirement stated in its own clause, not only qualifying a price question and not
+    confirming the bot's number → `feature_inquiry` (21, 30, 54)."""
+    out = []
+    said = [e for e in entities if e.text != "__context__"]
+    types = {e.type for e in said if not e.negated}
+    priced = set(intents) & {"price_inquiry", "price_objection", "purchase_intent"}
+    if "competitor" in types:
+        out.append("competitor_comparison")
+    if "callback_time" in types and not set(intents) & {"do_not_call", "not_interested"}:
+        out.append("callback_request")
+    if "budget" in types and ("purchase_intent" in intents or _BARGAIN.search(text)) and "price_objection" not in intents:
+        # "降到一百六十万我们就签", "签两年能便宜到这个数吗": a price the deal is made to depend on
+        # is a price objection (decisions 23, 38, 45)
+        out.append("price_objection")
+    elif ("budget" in types or "term" in types) and not priced:
+        out.append("price_inquiry")
+    if "system" in types and not any(e.type == "feature" and e.value == "data_migration" for e in said):
+        out.append("integration_inquiry")
+    for e in said:
+        if e.type not in ("feature", "quantity", "concurrency") or e.value in SIZING_FEATURES:
+            continue
+        if e.type != "feature" and "affirm" in intents:
+            continue  # "对，三十个": confirms the size, asks nothing (54)
+        start, end = _span(e, text)
+        if start >= 0 and not _PRICE_WORDS.search(_clause_of(text, start, end)):
+            out.append("feature_inquiry")
+            break
+    return out
+
+
+def _clause_of(text: str, start: int, end: int) -> str:
+    a = max((text.rfind(c, 0, start) for c in "，,。；;！!？? "), default=-1)
+    ends = [i for i in (text.find(c, end) for c in "，,。；;！!？? ") if i >= 0]
+    return text[a + 1 : min(ends) if ends else len(text)]
 
 
 def note_action(state: DialogueState, name: str, params: dict[str, Any], stage: str | None = None) -> DialogueState:
@@ -355,9 +415,16 @@ def _span(e: Entity, text: str) -> tuple[int, int]:
     return -1, -1
 
 
+# "卡不卡", "要不要", "能唔能": a yes-no question, no refusal
+_A_NOT_A = re.compile(r"(.)[不唔勿没]\1")
+_NEGATION_WORD = re.compile(r"不|没|冇|唔|勿|覅|弗|嫑|否|别|甭|莫|休|算|免|取消|去掉|删|拿掉")
+
+
 def _negated(e: Entity, text: str) -> bool:
     if e.negated:
-        return True  # the NLU read it as dropped or refused (不要异地备份了)
+        # the NLU read it as dropped or refused (不要异地备份了) - unless the only 不 in the line
+        # is that of a yes-no question ("卡不卡 乡下个学员")
+        return not _A_NOT_A.search(text) or bool(_NEGATION_WORD.search(_A_NOT_A.sub("", text)))
     start, end = _span(e, text)
     if start < 0:
         # no position: the whole utterance must be a negation about this value
@@ -396,12 +463,21 @@ def _update_single(
     if kept and etype == "quantity":
         kept = _add_increments(kept, text, s.value("quantity"))
     if kept and etype in ("quantity", "concurrency") and etype in s.slots:
-        kept = [e for e in kept if not _part_of(e, text)]
+        kept = [e for e in kept if not _part_of(e, text, s.value(etype))]
         if not kept:
-            return  # "有一台要16核32G", "还有两个夜班的": some of them, not how many
+            return  # "有一台要16核32G", "还有两个夜班的", "那四台改成8核16G": some of them, not how many
+    held = _as_int(s.value(etype)) if etype == "quantity" else None
+    dropped_part = [e for e in group if held and _negated(e, text) and _part_of(e, text, held)]
+    if not kept and len(dropped_part) == 1 and (_as_int(dropped_part[0].value) or held) < held:
+        # "办公室那四十台不弄了" after 一共一百台: the rest is the count
+        _set(s, etype, held - _as_int(dropped_part[0].value), turn, conf, "caller", "negation", dropped_part[0].text)
+        return
     if kept:
         kept = [_pick(kept, text, etype)]
         value = kept[-1].value
+        held_words = re.sub(r"\s+", "", str(s.value(etype, ""))).lower()
+        if etype == "competitor" and len(str(value)) < len(held_words) and str(value).lower() in held_words:
+            return  # "树根报的六万" after 树根互联: the same rival, said short
         if etype == "callback_time" and _vaguer(str(value), str(s.value(etype, ""))):
             return  # "下午四点以后" then "嗯 今天下午": the time said before, said less exactly
         if etype == "callback_time" and correction:
@@ -465,12 +541,17 @@ def _add_increments(kept: list[Entity], text: str, held: Any) -> list[Entity]:
     return [Entity(type="quantity", value=total, text=last.text, start=last.start, end=last.end)]
 
 
-def _part_of(e: Entity, text: str) -> bool:
-    """Is this count a part of the whole ("还有两个", "每个厂三台", "有一台要…")?"""
+def _part_of(e: Entity, text: str, held: Any = None) -> bool:
+    """Is this count a part of the whole ("还有两个", "每个厂三台", "有一台要…"; "那四台", "办公室那四十台"
+    pointing at fewer than the count held)?"""
     start, _ = _span(e, text)
     if start < 0:
         return False
     before = _clause_before(text, start)
+    if re.search(r"[那这](些)?$", before):
+        v, whole = _as_int(e.value), _as_int(held)
+        if v is not None and whole is not None and v < whole:
+            return True
     return bool(_PART.search(before)) or before.strip() == "有"
 
 
@@ -574,7 +655,7 @@ def _update_product(s: DialogueState, group: list[Entity], text: str, turn: int,
 
 _SPEC_VALUE = re.compile(r"^\d+核\d+g$")
 # "有一台要16核32G": a spec for some of the machines, beside the one held
-_SOME_OF = re.compile(r"有一台|有几台|其中|另外|还有|再加|仲有")
+_SOME_OF = re.compile(r"有一台|有几台|其中|另外|还有|再加|仲有|[那这]些?[0-9一二两三四五六七八九十几]+[台个套位]")
 
 
 def _one_at_a_time(v: Any) -> str | None:
@@ -612,6 +693,11 @@ def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, t
     editions = {v for v in wanted if _one_at_a_time(v) == "edition"}
     if len(editions) == 1:
         current = [c for c in current if _one_at_a_time(c) != "edition" or c in editions]
+    elif len(editions) > 1:
+        # "标准版跟专业版差在哪儿": editions weighed against each other, none chosen yet (one is
+        # bought at a time); "第二个吧" picks one later
+        s.options = list(dict.fromkeys(str(e.value) for e in group if e.value in editions))
+        group = [e for e in group if e.value not in editions]
     specs = {v for v in wanted if _one_at_a_time(v) == "spec"}
     held_specs = [c for c in current if _one_at_a_time(c) == "spec" and c not in specs]
     if len(specs) == 1 and held_specs and correction and not _SOME_OF.search(text):
@@ -621,7 +707,13 @@ def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, t
         if v in SIZING_FEATURES:
             continue  # "并发" is its own slot; asking about it is not wanting a feature
         if _negated(e, text):
-            if v in current:
+            said = re.sub(r"\s+", "", e.text or "").lower()
+            if said and said != str(v).lower() and said in current:
+                # "防录屏唔要啦" (read as recording) after 防录屏 was asked for: the words name the
+                # item held, not the id the model gave them
+                current.remove(said)
+                v = said
+            elif v in current:
                 current.remove(v)
             elif etype == "feature":
                 current = [c for c in current if not _covers(e.text, str(c))]
@@ -640,6 +732,29 @@ def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, t
         s.slot_history.append(SlotChange(slot=key, old=s.value(key), new=[], turn=turn, reason="negation"))
         s.corrected.append(key)
         del s.slots[key]
+
+
+# "第二个吧", "那就你说的第一个", "后面那个": a pick among the options weighed
+_ORDINAL = re.compile(r"第([一二三四1-4])(个|种|款|档|套)?|(头一|前一)(个|种|款)|前者|(后一|最后一|后面那|后边那)(个|种|款)|后者")
+
+
+def _pick_option(s: DialogueState, text: str, entities: list[Entity], turn: int) -> None:
+    """"第二个吧" after "标准版跟专业版差在哪儿": the edition picked replaces any held."""
+    if not s.options or any(_one_at_a_time(e.value) == "edition" for e in entities if e.type == "feature"):
+        return
+    m = _ORDINAL.search(text)
+    if not m:
+        return
+    if m.group(1):
+        i = "一二三四".find(m.group(1)) if m.group(1) in "一二三四" else int(m.group(1)) - 1
+    else:
+        i = 0 if (m.group(3) or m.group(0) == "前者") else len(s.options) - 1
+    if not 0 <= i < len(s.options):
+        return
+    picked = s.options[i]
+    held = [f for f in s.value("features", []) if _one_at_a_time(f) != "edition"]
+    _set(s, "features", held + [picked], turn, 0.8, "coref", "overwrite")
+    s.options = []
 
 
 def _denied(text: str, e: Entity, group: list[Entity]) -> bool:
@@ -710,6 +825,17 @@ def _context_entities(s: DialogueState, text: str, entities: list[Entity], inten
     return entities
 
 
+def _head_counts(s: DialogueState, text: str, entities: list[Entity]) -> list[Entity]:
+    """A count the model took for concurrency that names what it counts and says nothing of
+    "at once" ("医生端那边两百个人用", "员工后台账号十个") is a head count when the caller has
+    already said how many are on at once (guide, hard case 4): it does not replace that."""
+    if s.value("concurrency") is None or any(e.type == "quantity" for e in entities):
+        return entities
+    return [e.model_copy(update={"type": "quantity"})
+            if e.type == "concurrency" and e.text != "__context__" and counts_things(e, text) and not at_once(e, text) else e
+            for e in entities]
+
+
 def _masked(text: str, entities: list[Entity]) -> str:
     """The text with the words of every non-numeric entity blanked: the 8 and 16 of a spec
     string "8核16G" are no count."""
@@ -752,10 +878,12 @@ def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> lis
             if last not in ("quantity", "concurrency") or (cue and numbers_in(text[: cue.start()])):
                 return entities
             return [Entity(type=last, value=e.value, text=e.text, start=e.start, end=e.end)
-                    if e.type in ("quantity", "concurrency", "budget") and e.type != last and not counts_things(e, text) else e
+                    if e.type in ("quantity", "concurrency", "budget") and e.type != last and not counts_things(e, text)
+                    and not at_once(e, text) else e
                     for e in entities]
         return [Entity(type=wrong, value=e.value, text=e.text, start=e.start, end=e.end)
-                if e.type in NUMERIC_SLOTS and e.type != wrong and e.value != held[wrong] else e for e in entities]
+                if e.type in NUMERIC_SLOTS and e.type != wrong and e.value != held[wrong]
+                and not (e.type == "concurrency" and at_once(e, text)) else e for e in entities]
     new = [n for n in nums if wrong is None or n != held[wrong]]
     if not new:
         return entities

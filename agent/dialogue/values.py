@@ -133,10 +133,12 @@ _AT_ONCE = re.compile(r"同时|并发|(一起|一块儿?)(考|上课|开会|开|
 # a total of people or things (一共一百二十个人, 注册用户五万): a head count, not concurrency
 _TOTAL = re.compile(r"一共|总共|总计|合计|加起来|算上|全部|全公司|注册|报名|在册")
 # a count for a trial ("给两个测试账号", "先寄一台过来测") is not the count to buy
-_TRIAL = re.compile(r"测试|试用|试一下|试试|样品|样机|过来测|demo|poc", re.IGNORECASE)
+_TRIAL = re.compile(r"测试|试用|试一下|试试|样品|样机|过来测|测一[下哈]|来.{0,4}测|demo|poc", re.IGNORECASE)
+# a period given free on top ("送三个月") is no contract term (decision 13)
+_BONUS = re.compile(r"(送|赠|白送|免费|多给|再给)\s*$")
 # the things a count can count (people, seats, machines, rooms): a count that names one is a
 # quantity whatever the bot asked (两百人用, 四十个老师, 来两台; guide, hard case 4)
-_COUNTED = re.compile(r"人|台|套|间|位|名|账号|帐号|户|坐席|席|老师|学生|学员|员工|用户|终端|设备|电脑|班|家长|工人"
+_COUNTED = re.compile(r"人|台|套|间|位|名|账号|帐号|户|坐席|席|老师|学生|学员|员工|用户|终端|设备|电脑|班|家长|工人|会议室|教室|考场"
                       r"|门店|域名|摄像头|传感器|司机|客服|license|seat", re.IGNORECASE)
 _CLAUSE = re.compile(r"[，,。；;！!？?\s…]+")
 _LINES = re.compile(r"([0-9]+|[一二两三四五六七八九十百千万]+)\s*路")
@@ -183,6 +185,11 @@ def reread_count(e: Entity, others: list[Entity], text: str) -> int | None:
     return int(nums[0][0]) if nums and nums[0][0] >= 1 else None
 
 
+def at_once(e: Entity, text: str) -> bool:
+    """Do the count's words say it happens at once (同时在线五十个, 两百路并发)?"""
+    return bool(_AT_ONCE.search(_clause(text, e.start, e.end) or (e.text or "")))
+
+
 def says_total(text: str) -> bool:
     """"算上外包是三百五", "一共一百台": the line states a total count."""
     return bool(_TOTAL.search(text))
@@ -194,18 +201,27 @@ def counts_things(e: Entity, text: str) -> bool:
     return bool(_COUNTED.search(_clause(text, e.start, e.end) or (e.text or "")))
 
 
-def _numbers(entities: list[Entity], text: str) -> list[Entity]:
+def _numbers(entities: list[Entity], text: str, count_held: bool = True) -> list[Entity]:
     """Counts the caller says happen at once become concurrency, totals (一共, 注册) and counts
     set against an at-once count in the same line (报名的两千人 同时在线八百) a quantity; a value
     corrected inside the line keeps the type of the value it corrects; a stated budget the NLU
-    missed is added."""
+    missed is added.  A count for a trial is not the count to buy, unless no count is held yet
+    (then it is the only size the caller gave); an ordinal (第二种) is no count, nor a lone 一
+    beside another count (一个班百把人); a period given free (送三个月) is no term."""
     out = []
+    counts = [x for x in entities if x.type in ("quantity", "concurrency")]
     for e in entities:
+        if e.type in ("quantity", "concurrency", "budget", "term") and e.start is not None and text[:e.start].endswith("第"):
+            continue
+        if e.type in ("quantity", "concurrency") and (e.text or "").strip() == "一" and len(counts) > 1:
+            continue
+        if e.type == "term" and e.start is not None and _BONUS.search(text[: e.start]):
+            continue
         if e.type in ("quantity", "concurrency", "budget"):
             v = reread_count(e, entities, text)
             if v is not None and v != e.value:
                 e = e.model_copy(update={"value": v})
-        if e.type == "quantity" and _TRIAL.search(_clause(text, e.start, e.end) or (e.text or "")):
+        if e.type == "quantity" and count_held and _TRIAL.search(_clause(text, e.start, e.end) or (e.text or "")):
             continue
         if e.type == "quantity" and _AT_ONCE.search(_clause(text, e.start, e.end) or (e.text or "")):
             e = e.model_copy(update={"type": "concurrency"})
@@ -239,11 +255,12 @@ def _numbers(entities: list[Entity], text: str) -> list[Entity]:
     return out
 
 
-def canonical_entities(entities: list[Entity], text: str, product: str | None) -> list[Entity]:
+def canonical_entities(entities: list[Entity], text: str, product: str | None, count_held: bool = True) -> list[Entity]:
     """The turn's entities with the values the state keeps (see the module text).  `product`
-    is the product the state holds before this turn."""
+    is the product the state holds before this turn; `count_held`: whether it holds a head
+    count already (a count for a trial does not replace it)."""
     out: list[Entity] = []
-    entities = _numbers(list(entities) + _edition_entities(entities, text), text)
+    entities = _numbers(list(entities) + _edition_entities(entities, text), text, count_held)
     specs = spec_strings(text)
     # the product this turn talks about: one it names itself, else the one held
     named = [str(e.value) for e in entities if e.type == "product" and not e.negated and str(e.value) in product_ids()]
