@@ -16,6 +16,7 @@ Everything the run time needs is in one .npz: LoRA A/B (float16), heads, config 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -61,6 +62,13 @@ class JointConfig:
     evaluate_rules: bool = True
     bot_prev: bool = True  # the agent's previous words join the second input segment (agent/nlu/joint.second_segment)
     onnx: bool = True  # also export the merged layers as ONNX INT8 (joint.int8.onnx; needs onnx + onnxruntime)
+    # share of the self-contained train lines (no bot_prev, no context) that get a bot line from the
+    # train writers' scripts, and a share that get one of the same writer's other lines as context:
+    # in a call the NLU always hears the agent's last words and the caller's earlier turns, while the
+    # corpus gives them only to lines that depend on them, so without this the model learns that
+    # their presence means "this answers the agent / continues the last request" (docs/nlu.md)
+    mix_bot_prev: float = 0.0
+    mix_context: float = 0.0
 
 
 def gazetteer(examples: list[CorpusExample]) -> dict[str, dict[str, object]]:
@@ -142,6 +150,49 @@ def _collate(batch: list[dict], device: str):
     return t(ids), t(types), t(mask), t(tags), t(neg), t(y)
 
 
+def script_bot_lines(corpus_dir: Path, writers: set[str]) -> dict[str, list[str]]:
+    """The agent lines of the given writers' scripts, by domain (scripts/ beside utterances/)."""
+    out: dict[str, list[str]] = {}
+    sdir = Path(corpus_dir).parent / "scripts"
+    for w in sorted(writers):
+        f = sdir / f"{w}.jsonl"
+        if not f.exists():
+            continue
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                obj = json.loads(line)
+                out.setdefault(str(obj.get("domain", "")), []).extend(b for b in obj.get("bot") or [] if isinstance(b, str) and b.strip())
+    return out
+
+
+def mix_call_context(train: list[CorpusExample], bot_lines: dict[str, list[str]], rng: random.Random,
+                     bot_share: float, context_share: float) -> list[CorpusExample]:
+    """Self-contained lines (no bot_prev, no context) with an agent line and/or an earlier line of
+    the same writer put in front, labels unchanged: a line that needs neither keeps its meaning
+    after any of them, which is what the model must learn for live calls."""
+    if not bot_share and not context_share:
+        return train
+    by_writer: dict[tuple[str, str], list[str]] = {}
+    for ex in train:
+        by_writer.setdefault((ex.writer, ex.domain), []).append(ex.text)
+    every_bot = [b for lines in bot_lines.values() for b in lines]
+    out = []
+    for ex in train:
+        if ex.bot_prev or ex.context or ex.writer == "template":
+            out.append(ex)
+            continue
+        bot = ex.bot_prev
+        if every_bot and rng.random() < bot_share:
+            pool = bot_lines.get(ex.domain) or every_bot
+            bot = rng.choice(pool)
+        ctx: tuple[str, ...] = ()
+        others = [t for t in by_writer.get((ex.writer, ex.domain), []) if t != ex.text]
+        if others and rng.random() < context_share:
+            ctx = (rng.choice(others),)
+        out.append(dataclasses.replace(ex, bot_prev=bot, context=ctx) if (bot or ctx) else ex)
+    return out
+
+
 def _items(examples: list[CorpusExample], inp: JointInput, names: list[str], bot_prev: bool = True) -> list[dict]:
     idx = {n: i for i, n in enumerate(names)}
     out = []
@@ -188,6 +239,8 @@ def export(model, cfg: JointConfig, names: list[str], gaz: dict, extra: dict) ->
         "full_finetune": cfg.full_finetune,
         "gazetteer": gaz,
         "bot_prev": cfg.bot_prev,
+        "mix_bot_prev": cfg.mix_bot_prev,
+        "mix_context": cfg.mix_context,
         "entity_mode": "hybrid",  # agent/nlu/joint.JointUnderstander: rules' values on overlapping spans, + their phone/term
         **extra,
     }
@@ -307,6 +360,8 @@ def train_joint(cfg: JointConfig) -> dict:
     if not train:
         raise ValueError(f"no training utterances under {cfg.corpus_dir}")
     gaz = gazetteer([e for e in train if e.writer != "template"])
+    train = mix_call_context(train, script_bot_lines(cfg.corpus_dir, {e.writer for e in train}), rng,
+                             cfg.mix_bot_prev, cfg.mix_context)
 
     t0 = time.time()
     inp = JointInput(_tokenizer_file(cfg.base))

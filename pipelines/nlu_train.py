@@ -368,7 +368,7 @@ def train_joint_from_args(a) -> dict:
     return train_joint(JointConfig(out=out, base=a.base, n_layers=a.n_layers, lora_r=a.lora_r, lora_alpha=2 * a.lora_r,
                                    full_finetune=a.full_finetune, epochs=a.epochs, limit=a.limit, templates=a.templates,
                                    extra_data=list(a.data), device=device, batch_size=a.batch_size, threads=a.threads,
-                                   onnx=not getattr(a, "no_onnx", False)))
+                                   onnx=not getattr(a, "no_onnx", False), mix_bot_prev=a.mix_bot_prev, mix_context=a.mix_context))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -382,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-quantize", action="store_true")
     ap.add_argument("--quant", choices=sorted(MODES), default=DEFAULT_MODE, help="quantisation (pipelines/nlu_quant.py)")
     ap.add_argument("--keep-fp32", action="store_true", help="keep model.fp32.onnx (for bench/bench_nlu_quant.py)")
+    from pipelines.nlu_joint import JointConfig
+
     joint = ap.add_argument_group("joint model (intents + entity tags, pipelines/nlu_joint.py)")
     joint.add_argument("--joint", action="store_true", help="train the joint understander on the hand-written corpus; --out is the .npz adapter file")
     joint.add_argument("--full-finetune", action="store_true", help="train every encoder weight (but the word embedding) instead of LoRA")
@@ -391,6 +393,10 @@ def main(argv: list[str] | None = None) -> None:
     joint.add_argument("--templates", type=int, default=0, help="add this many lines of the template train split")
     joint.add_argument("--batch-size", type=int, default=16)
     joint.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    joint.add_argument("--mix-bot-prev", type=float, default=JointConfig.mix_bot_prev,
+                       help="share of self-contained train lines given an agent line from the train scripts (as in a call)")
+    joint.add_argument("--mix-context", type=float, default=JointConfig.mix_context,
+                       help="share of self-contained train lines given an earlier line of the same writer as context")
     joint.add_argument("--no-onnx", action="store_true", help="do not export the merged layers as ONNX INT8 (the run time then uses numpy)")
     a = ap.parse_args(argv)
     if a.joint:

@@ -304,3 +304,22 @@ def test_the_agent_s_question_joins_the_second_segment_after_the_caller_s_last_t
     assert second_segment(("我想要云桌面",), None) == "我想要云桌面"
     assert second_segment(("我想要云桌面",), "要不要上门演示？") == f"我想要云桌面 {BOT_MARK}要不要上门演示？"
     assert second_segment((), "  ") is None
+
+
+def test_self_contained_train_lines_hear_an_agent_line_and_an_earlier_turn_as_in_a_call():
+    """In a call the NLU always hears the agent's last words and the caller's earlier turns; a line
+    that needs neither keeps its labels with them, and a line that answers the agent keeps its own."""
+    import random
+
+    from agent.nlu.corpus import CorpusExample
+    from pipelines.nlu_joint import mix_call_context
+
+    train = [CorpusExample(id=f"w01-{i}", writer="w01", domain="cloud", text=t, intents=("price_inquiry",))
+             for i, t in enumerate(["服务器多少钱", "一年多少钱", "带宽怎么收费"])]
+    answer = CorpusExample(id="w01-9", writer="w01", domain="cloud", text="是的", intents=("affirm",), bot_prev="要异地备份吗？")
+    bots = {"cloud": ["好的，请问需要几台？"]}
+    mixed = mix_call_context(train + [answer], bots, random.Random(1), 1.0, 1.0)
+    assert [m.intents for m in mixed] == [e.intents for e in train + [answer]]
+    assert all(m.bot_prev == "好的，请问需要几台？" and len(m.context) == 1 and m.context[0] != m.text for m in mixed[:3])
+    assert mixed[3] == answer
+    assert mix_call_context(train, bots, random.Random(1), 0.0, 0.0) == train
