@@ -147,6 +147,21 @@ class Settings(BaseSettings):
         description="also ask Smart Turn at the early point (~96 ms of silence), ending the turn there when it "
         "scores >= 0.95: ~80 ms sooner, but more callers cut off mid-sentence (bench/bench_endpointing.py)",
     )
+    turn_semantic: bool = Field(
+        default=False,
+        description="keep a Smart Turn end only when the partial transcript's words read finished "
+        "(agent/speech/completeness.py); else hold the turn up to turn_semantic_hold_ms of silence. "
+        "Off: offline it halves cut-offs, but live at 10 calls the wait for the partial's decode "
+        "doubled the endpoint p50 (docs/telephony.md)",
+    )
+    turn_semantic_model: Path | None = Field(
+        default=None, description="turn-completeness weights (.npz); default: agent/data/turn/completeness.npz")
+    turn_semantic_complete: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="P(complete) of the partial's words at or above which a Smart Turn end stands")
+    turn_semantic_hold_ms: int = Field(
+        default=800, ge=200, description="silence after which a turn held for unfinished words ends")
+    turn_semantic_wait_ms: int = Field(
+        default=600, ge=0, description="silence up to which a Smart Turn end waits for the partial's transcript")
     tts_engine: str = Field(default="espeak-ng", description="'espeak-ng', 'http', 'piper' or 'package.module:factory'")
     tts_voice: str = Field(default="cmn", description="espeak-ng voice (cmn, yue), piper model path, or HTTP voice")
     tts_url: str | None = Field(default=None, description="HTTP TTS endpoint (tts_engine=http)")

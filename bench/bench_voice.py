@@ -154,6 +154,7 @@ class Caller:
         self.tag = uuid.uuid4().hex[:8]
         self.to_header = ""
         self.arrivals: list[float] = []
+        self.rtp_seqs: list[int] = []  # the agent's RTP sequence number of each arrival
         self.results: list[dict] = []
         self.status = "calling"  # -> answered | refused | failed
         self.refused_with = ""
@@ -266,11 +267,24 @@ class Caller:
                 await self._quiet_for(0.8)
             reply = [t for t in self.arrivals if first is not None and t >= first]
             gaps = [b - a for a, b in zip(reply, reply[1:]) if b - a < 0.8]
+            # where each gap > 60 ms is: when, how long, how many packets came within 5 ms after
+            # it (a burst = they were sent on time and read late: the receiving side stalled;
+            # none = the sender's clock stopped), and whether RTP sequence numbers were skipped
+            at = next((i for i, t in enumerate(self.arrivals) if first is not None and t >= first), len(self.arrivals))
+            gap_detail = []
+            for i in range(at + 1, len(self.arrivals)):
+                g = self.arrivals[i] - self.arrivals[i - 1]
+                if 0.06 < g < 0.8:
+                    burst = sum(1 for t in self.arrivals[i + 1 : i + 20] if t - self.arrivals[i] < 0.005)
+                    gap_detail.append({"at": round(self.arrivals[i - 1], 3), "ms": round(g * 1000, 1), "burst": burst,
+                                       "seq_step": (self.rtp_seqs[i] - self.rtp_seqs[i - 1]) & 0xFFFF,
+                                       "packet": i - at})
             self.results.append({
                 "clip": turn.name, "paused": turn.paused, "speech_end": speech_end,
                 "first_packet": first, "latency_s": None if first is None or early else first - speech_end,
                 "premature": bool(early), "answered": first is not None,
                 "gaps_over_60ms": sum(1 for g in gaps if g > 0.06), "max_gap_ms": round(max(gaps) * 1000, 1) if gaps else None,
+                "gap_detail": gap_detail,
             })
             await asyncio.sleep(0.3 + random.random() * 0.4)  # the caller thinks before the next turn
 
@@ -291,8 +305,9 @@ class Caller:
     async def _receive(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await loop.sock_recv(self.rtp, 2048)
+            packet = await loop.sock_recv(self.rtp, 2048)
             self.arrivals.append(time.time())
+            self.rtp_seqs.append(struct.unpack("!H", packet[2:4])[0] if len(packet) >= 4 else -1)
 
     async def _signalling(self) -> None:
         loop = asyncio.get_running_loop()
@@ -433,6 +448,19 @@ def summarise(n: int, callers: list[Caller], stages: list[dict], metrics: dict[s
     )
 
 
+class _kept:
+    """`--keep DIR` in place of the temporary directory: the same context protocol, nothing removed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> str:
+        return str(self.path)
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", default="1,2,4,8,10", help="comma-separated concurrent call counts, one round each")
@@ -444,6 +472,8 @@ async def main() -> None:
     ap.add_argument("--bar-p95-s", type=float, default=1.5)
     ap.add_argument("--verbose", action="store_true", help="a line per answered turn")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the agent (repeatable)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="run the agent in this directory and keep it (bus.sqlite call log, agent.out) to diagnose")
     args = ap.parse_args()
     try:  # the callers are phones, not the agent: their clocks should not wait for its CPU
         os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(20))
@@ -461,7 +491,10 @@ async def main() -> None:
         ports.append(s.getsockname()[1])
         s.close()
     knee = None
-    with tempfile.TemporaryDirectory(prefix="bench-voice-") as tmp, Agent(Path(tmp), ports[0], ports[1], env) as agent:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with (tempfile.TemporaryDirectory(prefix="bench-voice-") if args.keep is None else _kept(args.keep)) as tmp, \
+            Agent(Path(tmp), ports[0], ports[1], env) as agent:
         addr = ("127.0.0.1", ports[0])
         await round_of(1, addr, turns[:2], 2, args.reply_timeout_s, 0)  # warm-up, not measured
         for n in [int(x) for x in args.calls.split(",")]:
@@ -473,6 +506,11 @@ async def main() -> None:
             if args.verbose:
                 for st in stages:
                     emit(metric="turn", **{k: round(v, 3) if isinstance(v, float) else v for k, v in st.items()})
+            if args.keep is not None:  # every caller's turns, for reading beside the call log
+                with open(args.keep / f"turns-{n}.jsonl", "w") as f:
+                    for c in callers:
+                        for r in c.results:
+                            f.write(json.dumps({"call_id": c.bus_call_id, **r}, ensure_ascii=False) + "\n")
             line = summarise(n, callers, stages, agent.metrics(), took)
             emit(**line)
             if line["p95_s"] is not None and line["p95_s"] <= args.bar_p95_s and not line["unanswered_turns"]:

@@ -66,7 +66,18 @@ def vad_stage(settings: Settings) -> VadStage:
     models = settings.speech_models_dir
     vad = load_silero(str(settings.vad_model or assets.silero_vad_path(models)))
     smart = load_smart_turn(str(settings.turn_model or assets.smart_turn_path(models))) if settings.turn_smart else None
-    return VadStage(vad, smart, TurnParams(max_silence_ms=settings.turn_max_silence_ms, smart_turn_early=settings.turn_smart_early))
+    params = TurnParams(max_silence_ms=settings.turn_max_silence_ms, smart_turn_early=settings.turn_smart_early,
+                        semantic_complete=settings.turn_semantic_complete,
+                        semantic_hold_ms=settings.turn_semantic_hold_ms, semantic_wait_ms=settings.turn_semantic_wait_ms)
+    words = _completeness(settings.turn_semantic_model) if settings.turn_semantic and smart is not None else None
+    return VadStage(vad, smart, params, completeness=words)
+
+
+@lru_cache(maxsize=2)
+def _completeness(path: Path | None) -> Any:
+    from agent.speech.completeness import CompletenessModel, default_path
+
+    return CompletenessModel.load(path or default_path())
 
 
 def asr_stage(settings: Settings, terms: list[str] | None = None) -> AsrStage:

@@ -50,6 +50,16 @@ class TurnParams:
     # finished sentences score 0.85-0.99 (docs/speech.md), well clear of it.
     turn_complete: float = 0.7
     window_ms: int = 32
+    # The semantic signal (agent/speech/completeness.py, issue 17): when Smart Turn says the
+    # turn is over, the words of the partial transcript must agree.  Below `semantic_complete`
+    # the turn is held until `semantic_hold_ms` of silence (or the caller goes on); while the
+    # partial's transcript is still being decoded the end waits for it, up to
+    # `semantic_wait_ms` of silence, then Smart Turn alone decides (as without the signal).
+    # 0.5 / 800 ms chosen on the even-numbered shared clips (bench/bench_endpointing.py --words):
+    # 1000 ms held two more cut-offs of 60 there but put 200 ms on the endpoint p95.
+    semantic_complete: float = 0.5
+    semantic_hold_ms: int = 800
+    semantic_wait_ms: int = 600
 
 
 @dataclass
@@ -62,6 +72,11 @@ class TurnState:
     asked_end_ms: int = -1  # end of the audio Smart Turn last scored in this turn (not asked twice on the same audio)
     asked_p: float | None = None  # and what it said
     early_sent: bool = False  # an "early" event was sent for the current run of silence
+    # set by the stage at a pause (the semantic signal): end at this much silence; 0 = not held
+    hold_ms: int = 0
+    # set by the stage when Smart Turn said "finished" and the transcript is not in yet:
+    # end at semantic_wait_ms of silence unless the transcript decides first
+    awaiting_words: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,7 @@ def step(state: TurnState, prob: float, now_ms: int, p: TurnParams) -> list[Turn
         if speech:
             state.silence_ms = 0
             state.early_sent = False
+            state.hold_ms, state.awaiting_words = 0, False  # the caller went on: the next pause decides afresh
     else:
         state.silence_ms += p.window_ms
     # Early needs early_ms of silence (>= tail_ms, so that the partial's audio is the final's).
@@ -107,6 +123,10 @@ def step(state: TurnState, prob: float, now_ms: int, p: TurnParams) -> list[Turn
     if state.phase is Phase.SPEAKING and state.silence_ms >= p.pause_ms:
         state.phase = Phase.PAUSED
         out.append(TurnEvent("pause", state.start_ms, min(now_ms, state.last_speech_ms + p.tail_ms)))
+    elif state.phase is Phase.PAUSED and state.awaiting_words and state.silence_ms >= p.semantic_wait_ms:
+        out.append(end_turn(state, p, "smart_turn_no_words"))  # the decode is late: Smart Turn decides
+    elif state.phase is Phase.PAUSED and 0 < state.hold_ms <= state.silence_ms:
+        out.append(end_turn(state, p, "semantic_hold"))
     elif state.phase is Phase.PAUSED and state.silence_ms >= p.max_silence_ms:
         out.append(end_turn(state, p, "max_silence"))
     elif now_ms - state.start_ms >= p.max_turn_ms:
@@ -120,4 +140,5 @@ def end_turn(state: TurnState, p: TurnParams, reason: str) -> TurnEvent:
     state.speech_run_ms = 0
     state.silence_ms = 0
     state.early_sent = False
+    state.hold_ms, state.awaiting_words = 0, False
     return ev

@@ -6,8 +6,10 @@
 
 "Delivered" depends on the call's mode (from its CallStarted): a text call's reply is delivered
 when it is on bot.replies; an audio call's only when a connector played its last frame (the
-bridge writes ReplyPlayed), so the goodbye is never cut off by the BYE.  Connectors act on the
-CallEnded (SIP BYE, provider stream closed, MQTT `hangup` command); they never decide the end.
+bridge writes ReplyPlayed), so the goodbye is never cut off by the BYE; a goodbye the caller
+talked over (ReplyPlayed interrupted) does not end the call: the caller's turn is answered.
+Connectors act on the CallEnded (SIP BYE, provider stream closed, MQTT `hangup` command); they
+never decide the end.
 
 Pure like every stage: the silence itself is measured by a clock worker (agent/silence.py) that
 writes CallerSilent; this stage only decides what to say about it.
@@ -18,9 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from agent import events as ev
 from agent import topics
 from agent.stages.base import CallContext, Emit, Stage
+
+log = structlog.get_logger("dianxiao.stages.hangup")
 
 SILENCE_ACTION = "exit_silence"
 #: said when the playbook has no `exit_silence` template
@@ -63,6 +69,16 @@ class HangupStage(Stage):
                 return []
             return self._end(event, event.event_id, event.action, ctx)
         elif isinstance(event, ev.ReplyPlayed) and event.reply_event_id == st.goodbye:
+            if event.interrupted:
+                # The caller talked over the goodbye (a barge-in flushed the rest of it): they
+                # have something to say, and hanging up now cuts them off mid-sentence with
+                # their turn unanswered (bench_voice at 10 calls: a goodbye to a cut-off half
+                # sentence, barged into by its second half).  Their turn goes to the policy;
+                # the next ends_call reply that is played out ends the call.
+                log.info("goodbye interrupted; call goes on", call_id=ctx.call_id, reply=event.reply_event_id)
+                st.goodbye, st.goodbye_action = None, None
+                st.silence_goodbye = False  # they are there: a later silence may be closed again
+                return []
             return self._end(event, event.reply_event_id, st.goodbye_action, ctx)
         elif isinstance(event, ev.CallerSilent) and st.goodbye is None and not st.silence_goodbye:
             st.silence_goodbye = True

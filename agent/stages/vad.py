@@ -8,6 +8,12 @@ while the pause and Smart Turn are still pending; the end produces the final seg
 
 The stage also reads the bot's frames on audio.out to know, on the call's media clock, when the
 bot is talking: caller speech that starts then is a barge-in.
+
+With a completeness model (agent/speech/completeness.py) it also reads the ASR's partial
+transcripts: Smart Turn hears "finished" at half of the mid-sentence pauses of read Chinese, so
+an end it calls is kept only when the words of the partial (decoded from the early point, so
+usually in by the pause) read as a finished turn; otherwise the turn is held for up to
+`semantic_hold_ms` of silence, and ends sooner only if the caller goes on speaking.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from agent import topics
 from agent.speech.codec import PHONE_RATE, PIPELINE_RATE, StreamResampler, ulaw_decode
 from agent.speech.frames import SampleRing
 from agent.speech.models import WINDOW, SileroState, SileroVad, SmartTurn
-from agent.speech.turns import TurnEvent, TurnParams, TurnState, end_turn, step
+from agent.speech.turns import Phase, TurnEvent, TurnParams, TurnState, end_turn, step
+from agent.stages.asr import MIN_PARTIAL_MS
 from agent.stages.base import CallContext, Emit, Stage
 
 log = structlog.get_logger("dianxiao.stages.vad")
@@ -52,6 +59,9 @@ class CallAudio:
     bot_until_ms: int = 0
     barged: set[str] = field(default_factory=set)
     last_partial: tuple[int, int, int] | None = None  # (turn, start_ms, end_ms) of the last partial sent
+    partial_id: str | None = None  # its event id: the ASR's TranscriptPartial names it as caused_by
+    # (turn, end_ms, P(complete)) of the words of the latest partial the ASR transcribed
+    heard: tuple[int, int, float] | None = None
 
     @property
     def media_ms(self) -> int:
@@ -70,13 +80,18 @@ class VadStage(Stage):
 
     def __init__(
         self, vad: SileroVad, smart_turn: SmartTurn | None, params: TurnParams | None = None,
-        ring_seconds: int = 60,
+        ring_seconds: int = 60, completeness: Any = None,
     ) -> None:
         self.vad = vad
         self.smart_turn = smart_turn
         self.params = params or TurnParams()
         self.ring_samples = ring_seconds * PIPELINE_RATE
         self.version = "silero+smart-turn-v3.2" if smart_turn else "silero"
+        # .probability(text) -> P(the caller has finished); None = Smart Turn alone decides
+        self.completeness = completeness if smart_turn is not None else None
+        if self.completeness is not None:
+            self.version += "+words"
+            self.reads = (*type(self).reads, topics.TRANSCRIPTS)
 
     def new_state(self, call_id: str) -> CallAudio:
         return CallAudio(ring=SampleRing(self.ring_samples))
@@ -92,7 +107,8 @@ class VadStage(Stage):
         turn = {f.name: getattr(state.turn, f.name) for f in dataclasses.fields(state.turn)}
         turn["phase"] = state.turn.phase.value
         return {**{k: getattr(state, k) for k in self._SNAPSHOT_FIELDS}, "turn": turn,
-                "barged": sorted(state.barged), "last_partial": state.last_partial}
+                "barged": sorted(state.barged), "last_partial": state.last_partial,
+                "partial_id": state.partial_id, "heard": state.heard}
 
     def load_state(self, call_id: str, data: dict[str, Any]) -> CallAudio:
         st = self.new_state(call_id)
@@ -104,6 +120,8 @@ class VadStage(Stage):
         st.turn = TurnState(**turn)
         st.barged = set(data["barged"])
         st.last_partial = tuple(data["last_partial"]) if data["last_partial"] else None  # type: ignore[assignment]
+        st.partial_id = data.get("partial_id")  # absent from a snapshot of an older version
+        st.heard = tuple(data["heard"]) if data.get("heard") else None  # type: ignore[assignment]
         # The next audio lands right after what was scored: the ring's sample clock goes on.
         st.ring.total = st.samples_scored
         return st
@@ -165,7 +183,49 @@ class VadStage(Stage):
             return []
         if isinstance(event, ev.CallEnded) and st.turn.phase.value != "quiet":
             return self._emit_turn(st, end_turn(st.turn, self.params, "hangup"), event, ctx, [0])
+        if isinstance(event, ev.TranscriptPartial) and self.completeness is not None:
+            return self._heard(st, event, ctx)
         return []
+
+    # --- the words of the partial transcript (the semantic signal) --------------------------
+
+    def _heard(self, st: CallAudio, event: ev.TranscriptPartial, ctx: CallContext) -> list[Emit]:
+        """The ASR transcribed a partial: score its words; if an end is waiting on them, decide."""
+        if st.partial_id is None or event.caused_by != st.partial_id or st.last_partial is None:
+            return []  # an older partial's words: newer audio has arrived since
+        turn, _, end_ms = st.last_partial
+        p = self.completeness.probability(event.text)
+        st.heard = (turn, end_ms, p)
+        if not (st.turn.awaiting_words and st.turn.phase is Phase.PAUSED):
+            return []
+        st.turn.awaiting_words = False
+        log.info("turn words", call_id=ctx.call_id, text=event.text, p_complete=round(p, 3), waited=True)
+        if p >= self.params.semantic_complete:
+            return self._emit_turn(st, end_turn(st.turn, self.params, "smart_turn+words"), event, ctx, [0])
+        st.turn.hold_ms = self.params.semantic_hold_ms
+        return []
+
+    def _words_agree(self, st: CallAudio, tev: TurnEvent, turn: int, ctx: CallContext) -> bool:
+        """Smart Turn said the turn is over: may it end now?  False holds the turn (the words read
+        unfinished) or leaves it waiting for the transcript that is being decoded."""
+        if self.completeness is None:
+            return True
+        if st.heard is not None and st.heard[:2] == (turn, tev.end_ms):
+            p = st.heard[2]
+            if p >= self.params.semantic_complete:
+                return True
+            if tev.kind == "early":
+                return False  # the pause asks again
+            st.turn.hold_ms = self.params.semantic_hold_ms
+            log.info("turn held: words unfinished", call_id=ctx.call_id, turn=turn, p_complete=round(p, 3))
+            return False
+        decoding = (st.last_partial == (turn, tev.start_ms, tev.end_ms)
+                    and tev.end_ms - tev.start_ms >= MIN_PARTIAL_MS)  # shorter partials are not decoded
+        if decoding:
+            # at the early point the pause asks again; at the pause, the words decide when they come
+            st.turn.awaiting_words = tev.kind == "pause"
+            return False
+        return True
 
     # --- caller audio ---------------------------------------------------------------------
 
@@ -245,7 +305,9 @@ class VadStage(Stage):
             out = []
             if st.last_partial != (turn, tev.start_ms, tev.end_ms):
                 st.last_partial = (turn, tev.start_ms, tev.end_ms)
-                out.append(Emit(topics.SPEECH, self._segment(st, tev, make, final=False)))
+                partial = self._segment(st, tev, make, final=False)
+                st.partial_id = partial.event_id
+                out.append(Emit(topics.SPEECH, partial))
             if self.smart_turn is not None and (tev.kind == "pause" or self.params.smart_turn_early):
                 bar = self.params.turn_complete if tev.kind == "pause" else self.params.early_turn_complete
                 if st.turn.asked_end_ms == tev.end_ms and st.turn.asked_p is not None:
@@ -254,7 +316,7 @@ class VadStage(Stage):
                     audio = st.ring.slice(_sample(tev.start_ms), _sample(tev.end_ms))
                     p = self.smart_turn.complete_probability(audio)
                     st.turn.asked_end_ms, st.turn.asked_p = tev.end_ms, p
-                if p >= bar:
+                if p >= bar and self._words_agree(st, tev, turn, ctx):
                     out += self._emit_turn(st, end_turn(st.turn, self.params, "smart_turn"), cause, ctx, index)
             return out
         if tev.kind == "end":
