@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from agent.dialogue.values import SAAS_FAMILY, _reading, product_ids, system_category
+from agent.dialogue.values import SAAS_FAMILY, _reading, clause_of, product_ids, system_category
 from agent.events import Entity
 
 #: the category a product of ours has when the caller already runs one (hard case 3)
@@ -79,12 +79,6 @@ class Roles:
     def only_added(self) -> bool:
         """The turn names a product only as an add-on: its sizes are the add-on's."""
         return bool(self.added) and not any(e.type == "product" and not e.negated for e in self.entities)
-
-
-def _clause_of(text: str, start: int, end: int) -> str:
-    a = max((m.end() for m in _CLAUSE.finditer(text, 0, start)), default=0)
-    m = _CLAUSE.search(text, end)
-    return text[a : m.start() if m else len(text)]
 
 
 def _generic(words: str | None) -> bool:
@@ -179,7 +173,7 @@ def read_roles(
         if held_ours and _generic(e.text):
             continue  # their own servers / mailbox, which the product held is for
         if held_ours and not switching and e.start is not None and e.end is not None:
-            clause = _clause_of(text, e.start, e.end)
+            clause = clause_of(text, e.start, e.end)
             if _ADDITIVE.search(clause) or (v in FEATURE_OF_PRODUCT and _HAS.search(clause)):
                 added.append(v)
                 if v in FEATURE_OF_PRODUCT:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from agent.dialogue.numbers import numbers_in, quantities_in
 from agent.dialogue.roles import FEATURE_OF_PRODUCT, read_roles
-from agent.dialogue.values import at_once, canonical_entities, counts_things, product_ids, says_total
+from agent.dialogue.values import at_once, canonical_entities, clause_of, counts_things, product_ids, says_total
 from agent.events import Entity, NluResult
 
 # Intents that carry a task the caller wants done (they go on the stack);
@@ -333,16 +333,10 @@ def _implied_intents(entities: list[Entity], text: str, intents: list[str]) -> l
         if e.type != "feature" and "affirm" in intents:
             continue  # "对，三十个": confirms the size, asks nothing (54)
         start, end = _span(e, text)
-        if start >= 0 and not _PRICE_WORDS.search(_clause_of(text, start, end)):
+        if start >= 0 and not _PRICE_WORDS.search(clause_of(text, start, end)):
             out.append("feature_inquiry")
             break
     return out
-
-
-def _clause_of(text: str, start: int, end: int) -> str:
-    a = max((text.rfind(c, 0, start) for c in "，,。；;！!？? "), default=-1)
-    ends = [i for i in (text.find(c, end) for c in "，,。；;！!？? ") if i >= 0]
-    return text[a + 1 : min(ends) if ends else len(text)]
 
 
 def note_action(state: DialogueState, name: str, params: dict[str, Any], stage: str | None = None) -> DialogueState:

@@ -148,7 +148,8 @@ _BUDGET = re.compile(r"预算[^，,。？?！!0-9一二两三四五六七八九�
 _SELF_CORRECTION = re.compile(r"不对|勿对|唔啱|唔系|不是|说错了|错了")
 
 
-def _clause(text: str, start: int | None, end: int | None) -> str:
+def clause_of(text: str, start: int | None, end: int | None) -> str:
+    """The clause (between commas, stops, pauses) holding text[start:end]; "" without a position."""
     if start is None or end is None:
         return ""
     a = max((m.end() for m in _CLAUSE.finditer(text, 0, start)), default=0)
@@ -187,7 +188,7 @@ def reread_count(e: Entity, others: list[Entity], text: str) -> int | None:
 
 def at_once(e: Entity, text: str) -> bool:
     """Do the count's words say it happens at once (同时在线五十个, 两百路并发)?"""
-    return bool(_AT_ONCE.search(_clause(text, e.start, e.end) or (e.text or "")))
+    return bool(_AT_ONCE.search(clause_of(text, e.start, e.end) or (e.text or "")))
 
 
 def says_total(text: str) -> bool:
@@ -198,7 +199,7 @@ def says_total(text: str) -> bool:
 def counts_things(e: Entity, text: str) -> bool:
     """Does the count name what it counts (四十个老师, 两台, 老师大概三十个), rather than being a
     bare number (两千吧, 八百)?"""
-    return bool(_COUNTED.search(_clause(text, e.start, e.end) or (e.text or "")))
+    return bool(_COUNTED.search(clause_of(text, e.start, e.end) or (e.text or "")))
 
 
 def _numbers(entities: list[Entity], text: str, count_held: bool = True) -> list[Entity]:
@@ -221,14 +222,14 @@ def _numbers(entities: list[Entity], text: str, count_held: bool = True) -> list
             v = reread_count(e, entities, text)
             if v is not None and v != e.value:
                 e = e.model_copy(update={"value": v})
-        if e.type == "quantity" and count_held and _TRIAL.search(_clause(text, e.start, e.end) or (e.text or "")):
+        if e.type == "quantity" and count_held and _TRIAL.search(clause_of(text, e.start, e.end) or (e.text or "")):
             continue
-        if e.type == "quantity" and _AT_ONCE.search(_clause(text, e.start, e.end) or (e.text or "")):
+        if e.type == "quantity" and _AT_ONCE.search(clause_of(text, e.start, e.end) or (e.text or "")):
             e = e.model_copy(update={"type": "concurrency"})
         out.append(e)
-    at_once = [x for x in out if x.type == "concurrency" and x.start is not None and _AT_ONCE.search(_clause(text, x.start, x.end))]
+    at_once = [x for x in out if x.type == "concurrency" and x.start is not None and _AT_ONCE.search(clause_of(text, x.start, x.end))]
     for x in [x for x in out if x.type == "concurrency" and x.start is not None and x not in at_once]:
-        clause = _clause(text, x.start, x.end)
+        clause = clause_of(text, x.start, x.end)
         if _TOTAL.search(clause) or at_once:
             out = [y.model_copy(update={"type": "quantity"}) if y is x else y for y in out]
     # "…最多五路": lines at once, which the NLU may not read as a number at all
