@@ -31,15 +31,13 @@ import argparse
 import json
 import random
 import sys
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agent.jsonl import read_jsonl
-from agent.nlu.corpus import (UTTERANCE_DIR, CorpusError, CorpusWarning, load_writers, parse_line, split_of,
-                              writer_files)
+from agent.nlu.corpus import UTTERANCE_DIR, CorpusError, parse_line, read_objects, split_files
 from agent.nlu.lexicon import load_taxonomy
 
 
@@ -64,23 +62,14 @@ def corpus_lines(split: str, directory: Path = UTTERANCE_DIR, writers_only: set[
     """Every line of the writers in `split` (or of those of them in `writers_only`) as its JSON
     object (validated unless `validate` is false; file order)."""
     tax = load_taxonomy()
-    writers = load_writers(Path(directory).parent / "writers.yaml")
     out = []
-    for wid, path in writer_files(directory).items():
-        if split_of(wid, writers) != split or (writers_only is not None and wid not in writers_only):
+    for path in split_files(split, directory):
+        if writers_only is not None and path.stem not in writers_only:
             continue
-        with path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    warnings.warn(f"{path}:{number}: skipped, not JSON", CorpusWarning, stacklevel=2)
-                    continue
-                if validate:
-                    parse_line(obj, f"{path}:{number}", tax.intent_names, tax.entity_types)
-                out.append(obj)
+        for where, obj in read_objects(path):
+            if validate:
+                parse_line(obj, where, tax.intent_names, tax.entity_types)
+            out.append(obj)
     return out
 
 

@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+from agent.nlu.corpus import read_objects
 from agent.resources import DATA_DIR
 from agent.speech import completeness as cp
 
@@ -32,12 +33,7 @@ def train_writer_files(folder: Path = UTTERANCES) -> list[Path]:
 
 
 def lines_of(paths: list[Path]) -> list[str]:
-    out = []
-    for p in paths:
-        for raw in p.read_text(encoding="utf-8").splitlines():
-            if raw.strip():
-                out.append(json.loads(raw)["text"])
-    return out
+    return [obj["text"] for p in paths for _, obj in read_objects(p, strict_json=True)]
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import json
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,26 +175,28 @@ def parse_line(obj: Any, where: str, intents: Sequence[str], entity_types: Seque
     )
 
 
-def read_file(path: Path, strict_json: bool = False) -> list[CorpusExample]:
-    """Every utterance of one writer file, validated; non-JSON lines skipped with a warning."""
-    from agent.nlu.lexicon import load_taxonomy
-
-    tax = load_taxonomy()
-    out = []
+def read_objects(path: Path, strict_json: bool = False) -> Iterator[tuple[str, Any]]:
+    """("FILE:LINE", the line's JSON object) for every line of one writer file, unvalidated;
+    non-JSON lines skipped with a warning (a CorpusError with `strict_json`)."""
     with Path(path).open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
             try:
-                obj = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as exc:
                 if strict_json:
                     raise CorpusError(f"{where}: not JSON ({exc})") from exc
                 warnings.warn(f"{where}: skipped, not JSON ({exc})", CorpusWarning, stacklevel=2)
-                continue
-            out.append(parse_line(obj, where, tax.intent_names, tax.entity_types))
-    return out
+
+
+def read_file(path: Path, strict_json: bool = False) -> list[CorpusExample]:
+    """Every utterance of one writer file, validated; non-JSON lines skipped with a warning."""
+    from agent.nlu.lexicon import load_taxonomy
+
+    tax = load_taxonomy()
+    return [parse_line(obj, where, tax.intent_names, tax.entity_types) for where, obj in read_objects(path, strict_json)]
 
 
 def writer_files(directory: Path = UTTERANCE_DIR) -> dict[str, Path]:
@@ -204,15 +206,19 @@ def writer_files(directory: Path = UTTERANCE_DIR) -> dict[str, Path]:
 def load_split(split: str, directory: Path = UTTERANCE_DIR, writers_file: Path | None = None,
                strict_json: bool = False) -> list[CorpusExample]:
     """All utterances of the writers in `split` (train | dev | test), file order."""
+    out: list[CorpusExample] = []
+    for path in split_files(split, directory, writers_file):
+        out += read_file(path, strict_json=strict_json)
+    return out
+
+
+def split_files(split: str, directory: Path = UTTERANCE_DIR, writers_file: Path | None = None) -> list[Path]:
+    """The writer files of one split (train | dev | test), in writer order."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} (expected one of {SPLITS})")
     wf = writers_file if writers_file is not None else Path(directory).parent / "writers.yaml"
     writers = load_writers(wf)
-    out: list[CorpusExample] = []
-    for wid, path in writer_files(directory).items():
-        if split_of(wid, writers) == split:
-            out += read_file(path, strict_json=strict_json)
-    return out
+    return [path for wid, path in writer_files(directory).items() if split_of(wid, writers) == split]
 
 
 def split_counts(directory: Path = UTTERANCE_DIR) -> dict[str, dict[str, int]]:
