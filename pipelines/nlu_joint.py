@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.jsonl import read_jsonl
 from agent.nlu.corpus import CorpusExample, UTTERANCE_DIR, load_split, read_file, template_examples
 from agent.nlu.joint import FORMAT, MAX_LEN, TAGS, JointInput, bio_targets, surface_key
 from agent.nlu.lexicon import load_taxonomy
@@ -158,10 +159,8 @@ def script_bot_lines(corpus_dir: Path, writers: set[str]) -> dict[str, list[str]
         f = sdir / f"{w}.jsonl"
         if not f.exists():
             continue
-        for line in f.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                obj = json.loads(line)
-                out.setdefault(str(obj.get("domain", "")), []).extend(b for b in obj.get("bot") or [] if isinstance(b, str) and b.strip())
+        for _, obj in read_jsonl(f):
+            out.setdefault(str(obj.get("domain", "")), []).extend(b for b in obj.get("bot") or [] if isinstance(b, str) and b.strip())
     return out
 
 
@@ -181,10 +180,9 @@ def mix_call_context(train: list[CorpusExample], bot_lines: dict[str, list[str]]
         if ex.bot_prev or ex.context or ex.writer == "template":
             out.append(ex)
             continue
-        bot = ex.bot_prev
+        bot = None
         if every_bot and rng.random() < bot_share:
-            pool = bot_lines.get(ex.domain) or every_bot
-            bot = rng.choice(pool)
+            bot = rng.choice(bot_lines.get(ex.domain) or every_bot)
         ctx: tuple[str, ...] = ()
         others = [t for t in by_writer.get((ex.writer, ex.domain), []) if t != ex.text]
         if others and rng.random() < context_share:
@@ -290,19 +288,21 @@ def set_config(path: Path, **updates) -> dict:
 OPEN_FEATURE_CONF_GRID = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
-def calibrate_open_feature_conf(und, examples) -> float:
+def calibrate_open_feature_conf(und, examples) -> tuple[float, dict]:
     """The lowest tagger confidence an open-vocabulary feature span needs, chosen on dev by entity
-    F1 (ties: the lower bar).  Open features are where the two labelling passes disagree most, so a
-    span the tagger is unsure of is more often a false alarm than a find."""
+    F1 (ties: the lower bar), and the dev evaluation at that bar; the understander is left set to
+    it.  Open features are where the two labelling passes disagree most, so a span the tagger is
+    unsure of is more often a false alarm than a find."""
     from agent.nlu.evaluate import evaluate
 
-    best, best_f1 = 0.0, -1.0
+    best, best_res = 0.0, None
     for bar in OPEN_FEATURE_CONF_GRID:
         und.model.open_feature_min_conf = bar
-        f1 = evaluate(und, examples)["summary"]["entity_f1"]
-        if f1 > best_f1 + 1e-9:
-            best, best_f1 = bar, f1
-    return best
+        res = evaluate(und, examples)
+        if best_res is None or res["summary"]["entity_f1"] > best_res["summary"]["entity_f1"] + 1e-9:
+            best, best_res = bar, res
+    und.model.open_feature_min_conf = best
+    return best, best_res
 
 
 def score(path: Path, dev: list[CorpusExample], names: list[str], base: str | None, rules: bool) -> dict:
@@ -324,10 +324,8 @@ def score(path: Path, dev: list[CorpusExample], names: list[str], base: str | No
     rule_und = RuleUnderstander()
     und = JointUnderstander(path, rules=rule_und, base=base)
     examples = [ex.to_example() for ex in dev]
-    min_conf = calibrate_open_feature_conf(und, examples)
+    min_conf, res = calibrate_open_feature_conf(und, examples)
     set_config(path, open_feature_min_conf=min_conf)
-    und.model.open_feature_min_conf = min_conf
-    res = evaluate(und, examples)
     out = {"thresholds": thr, "open_feature_min_conf": min_conf, "dev_model": res["summary"], "dev_model_entity_per_type": res["entity_per_type"],
            "dev_model_per_intent": res["per_intent"], "decided_by": res["decided_by"]}
     if rules:

@@ -124,9 +124,9 @@ def examples(lines: Sequence[str], cuts_per_line: int = 2, seed: int = 17,
             continue
         parts = [m.end() for m in _SENTENCE_END.finditer(line) if m.end() < len(line.rstrip())]
         complete += [normalise(line[:end]) for end in parts]
-        clauses = [c for c in _CLAUSE_BREAK.split(line.strip()) if c]
-        if len(clauses) > 1:
-            complete.append(normalise(clauses[-1]))
+        pieces = [c for c in _CLAUSE_BREAK.split(line.strip()) if c]
+        if len(pieces) > 1:
+            complete.append(normalise(pieces[-1]))
     complete = [c for c in complete if c]
     known = set(complete)
     out = [(c, 1) for c in complete]
