@@ -109,6 +109,7 @@ class _Line:
         self.stop = asyncio.Event()
         self.reply_started: dict[str, float] = {}  # reply id -> monotonic time playback began
         self.barge_wall: dict[str, float] = {}
+        self.cancel_before_turn = 0  # a BargeIn without a reply id: replies to earlier turns are dropped
         self.last_played: dict[str, float] = {}
         self.ready = asyncio.Event()
         self.started = time.monotonic()
@@ -140,9 +141,13 @@ class _Line:
     def _on_event(self, event: object) -> None:
         c = self.call
         if isinstance(event, ev.AudioFrame) and event.reply_event_id:
+            if event.turn < self.cancel_before_turn:
+                self.barge_wall.setdefault(event.reply_event_id, time.time())
             if event.reply_event_id not in self.barge_wall:
                 self.queue.append(event)
         elif isinstance(event, ev.ReplyAudioEnd):
+            if event.turn < self.cancel_before_turn:
+                self.barge_wall.setdefault(event.reply_event_id, time.time())
             if event.reply_event_id in self.barge_wall:
                 self._played(event, interrupted=True)
             else:
@@ -155,7 +160,15 @@ class _Line:
             c.replies.append(event)
         elif isinstance(event, ev.BargeIn):
             c.barge_ins.append(event)
-            if event.reply_event_id:
+            if not event.reply_event_id:  # the caller went on: every reply to an earlier turn goes
+                self.cancel_before_turn = max(self.cancel_before_turn, event.turn)
+                stale = [f for f in self.queue if f.turn < event.turn]
+                self.queue = deque(f for f in self.queue if f.turn >= event.turn)
+                for f in stale:
+                    self.barge_wall.setdefault(f.reply_event_id, time.time())
+                    if isinstance(f, ev.ReplyAudioEnd):
+                        self._played(f, interrupted=True)
+            elif event.reply_event_id:
                 self.barge_wall[event.reply_event_id] = time.time()
                 dropped_end = [f for f in self.queue if isinstance(f, ev.ReplyAudioEnd)
                                and f.reply_event_id == event.reply_event_id]

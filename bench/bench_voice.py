@@ -475,8 +475,11 @@ async def main() -> None:
     ap.add_argument("--keep", type=Path, default=None,
                     help="run the agent in this directory and keep it (bus.sqlite call log, agent.out) to diagnose")
     args = ap.parse_args()
-    try:  # the callers are phones, not the agent: their clocks should not wait for its CPU
-        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(20))
+    try:  # the callers are phones, not the agent: their clocks should not wait for its CPU.
+        # RESET_ON_FORK: the agent we start must run under the policy it gets in production, not
+        # inherit ours (inherited, every Whisper/ONNX thread of the agent outranked its own media
+        # thread and stalled the playout clock for a whole decode).
+        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(20))
     except (AttributeError, PermissionError, OSError):
         pass
     random.seed(17)

@@ -57,6 +57,8 @@ class CallTap:
     sink: MediaSink
     cancelled_replies: set[str] = field(default_factory=set)
     agent_ended: bool = False  # the agent ended the call: do not announce the end again
+    #: replies to turns before this one are dropped (a BargeIn without a reply id)
+    cancel_before_turn: int = 0
     frames_out: int = 0
     frames_in: int = 0
     barge_ins: int = 0
@@ -169,6 +171,9 @@ class BusBridge:
         if isinstance(event, ev.AudioFrame):
             if event.codec != "pcmu8k" or (event.reply_event_id and event.reply_event_id in tap.cancelled_replies):
                 return
+            if event.reply_event_id and event.turn < tap.cancel_before_turn:
+                tap.cancelled_replies.add(event.reply_event_id)
+                return
             tap.frames_out += 1
             tap.sink.enqueue(event.payload)
         elif isinstance(event, ev.ReplyAudioEnd):
@@ -177,6 +182,8 @@ class BusBridge:
             tap.barge_ins += 1
             if event.reply_event_id:
                 tap.cancelled_replies.add(event.reply_event_id)
+            else:  # the caller went on before the reply to their last turn: drop what is queued
+                tap.cancel_before_turn = max(tap.cancel_before_turn, event.turn)
             dropped = tap.sink.flush()
             log.info("barge-in: bot audio stopped", call_id=event.call_id, dropped_frames=dropped)
         elif isinstance(event, ev.CallEnded) and event.stage != self.stage:
@@ -189,6 +196,8 @@ class BusBridge:
 
     def _mark_end(self, tap: CallTap, end: ev.ReplyAudioEnd) -> None:
         rid = end.reply_event_id
+        if end.turn < tap.cancel_before_turn:
+            tap.cancelled_replies.add(rid)
         loop = self._loop or asyncio.get_running_loop()
 
         def reached(dropped: bool) -> None:  # on the media loop when the connector is threaded

@@ -78,6 +78,15 @@ class _BridgeOnBusLoop:
         return await self._on_bus(self.real.dtmf(call_id, digit, duration_ms, source))
 
 
+def media_priority(policy: int, priority: int, highest: int) -> int:
+    """The real-time priority for the media thread: 10, or one above the process's own when it
+    already runs real-time (started under chrt, or by a parent that was): a thread that only ties
+    the speech workers' priority waits behind a whole decode."""
+    if policy in (os.SCHED_RR, os.SCHED_FIFO):
+        return min(highest, max(10, priority + 1))
+    return 10
+
+
 class ThreadedConnector:
     """`async with ThreadedConnector(bus, "sip", lambda bridge: SipAgent(bus, cfg, bridge=bridge)) as c:`
     `c.connector` is the connector (use it from the media loop only: `await c.call(fn)`)."""
@@ -110,8 +119,10 @@ class ThreadedConnector:
         # scheduling needs CAP_SYS_NICE; without it, fall back to a better nice value, else stay.
         tid = threading.get_native_id()
         try:
-            os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(10))
-            self.scheduling = "SCHED_RR"
+            priority = media_priority(os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority,
+                                      os.sched_get_priority_max(os.SCHED_RR))
+            os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(priority))
+            self.scheduling = f"SCHED_RR {priority}"
             return
         except (AttributeError, PermissionError, OSError):
             pass

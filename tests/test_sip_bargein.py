@@ -198,3 +198,53 @@ async def test_a_caller_who_says_never_call_again_hears_the_goodbye_then_gets_a_
     # one end, by the agent, on the goodbye; the connector did not announce a second one
     assert [(e.stage, e.reason, e.reply_event_id) for e in ended] == [("hangup", "bot_ended", goodbye.event_id)]
     print(f"BYE after last RTP: {(bye_at - arrivals[-1]) * 1000:.0f} ms (upper bound), goodbye {len(frames) * 20} ms")
+
+
+async def test_a_reply_to_a_turn_the_caller_went_on_from_never_reaches_the_phone(embedded_bus):
+    """The caller paused, the agent answered the first half, the caller went on before that
+    answer played: the connector drops it (queued or still arriving) and reports it interrupted,
+    so a goodbye among it would not end the call; the answer to the new turn plays."""
+    from connectors.bridge import BusBridge
+    from connectors.pacer import FramePacer
+
+    sent: list[bytes] = []
+    pacer = FramePacer(sent.append)
+    pacer.start()
+
+    class PacedSink:
+        enqueue, flush, mark = pacer.enqueue, pacer.flush, pacer.mark
+
+        async def hangup(self, reason: str) -> None:
+            return None
+
+    bridge = BusBridge(embedded_bus, "sip")
+    played = embedded_bus.consumer("t", [topics.CONTROL], start="latest")
+    await played.start()
+    await bridge.call_started("c1", PacedSink(), direction="inbound")
+    old, new = ev.new_event_id(), ev.new_event_id()
+
+    def frames(reply: str, turn: int, n: int, start: int = 0) -> list:
+        return [ev.AudioFrame(call_id="c1", stage="tts", turn=turn, codec="pcmu8k", frame_index=i,
+                              reply_event_id=reply, payload=bytes([turn]) * 160) for i in range(start, start + n)]
+
+    for f in frames(old, 2, 20):
+        await bridge.deliver(f)  # queued, 0.4 s of audio: nearly none of it has played yet
+    await bridge.deliver(ev.BargeIn(call_id="c1", stage="vad", turn=3, reply_event_id=None))
+    for f in frames(old, 2, 20, start=20):  # the rest of the old answer still arrives
+        await bridge.deliver(f)
+    await bridge.deliver(ev.ReplyAudioEnd(call_id="c1", turn=2, reply_event_id=old, frames=40))
+    for f in frames(new, 3, 10):
+        await bridge.deliver(f)
+    await bridge.deliver(ev.ReplyAudioEnd(call_id="c1", turn=3, reply_event_id=new, frames=10))
+    reports: dict[str, ev.ReplyPlayed] = {}
+    deadline = time.monotonic() + 5
+    while len(reports) < 2 and time.monotonic() < deadline:
+        for rec in await played.getmany(timeout_ms=100):
+            e = ev.decode(rec.value)
+            if isinstance(e, ev.ReplyPlayed):
+                reports[e.reply_event_id] = e
+    await played.stop()
+    await pacer.stop()
+    assert reports[old].interrupted and not reports[new].interrupted
+    assert sent.count(bytes([3]) * 160) == 10  # the new answer, whole
+    assert sent.count(bytes([2]) * 160) <= 2  # of the old one at most what left before the caller went on

@@ -461,3 +461,16 @@ async def test_reordered_rtp_reaches_the_agent_in_order_through_the_jitter_buffe
     frames = log_events(embedded_bus, topics.AUDIO_IN)
     firsts = [f.payload[0] - 0x20 for f in frames]
     assert firsts[:36] == list(range(36))  # in sequence order, none lost (the last few wait in the buffer)
+
+
+def test_the_media_thread_outranks_speech_workers_that_already_run_real_time():
+    """Started under chrt (or by a parent running real-time), every thread of the agent is
+    real-time at that priority; a media thread that only tied it would wait behind a decode."""
+    import os
+
+    from connectors.threaded import media_priority
+
+    assert media_priority(os.SCHED_OTHER, 0, 99) == 10
+    assert media_priority(os.SCHED_RR, 20, 99) == 21
+    assert media_priority(os.SCHED_FIFO, 99, 99) == 99
+    assert media_priority(os.SCHED_RR, 1, 99) == 10

@@ -75,3 +75,16 @@ def test_a_broken_tts_backend_gives_a_clear_error():
         wav_bytes_to_pcm(b"garbage")
     with pytest.raises(TtsError, match="unknown TTS engine"):
         make_tts("no_such_module_xyz:factory")
+
+
+def test_a_reply_to_a_turn_the_caller_has_gone_on_from_is_not_spoken():
+    need_espeak()
+    stage = TtsStage(make_tts())
+    ctx = CallContext(call_id="c1", state=stage.new_state("c1"))
+    # the caller went on speaking (turn 3) before the reply to turn 2 was synthesised
+    stage.handle(ev.BargeIn(call_id="c1", turn=3, reply_event_id=None), ctx)
+    (end,) = stage.handle(ev.BotReply(call_id="c1", turn=2, text=REPLY, action="pitch"), ctx)
+    assert isinstance(end.event, ev.ReplyAudioEnd) and end.event.frames == 0
+    # their new turn is answered
+    out = stage.handle(ev.BotReply(call_id="c1", turn=3, text=REPLY, action="pitch"), ctx)
+    assert len(out) > 250 and out[-1].event.frames == len(out) - 1

@@ -224,3 +224,32 @@ def test_asked_early_an_unsure_smart_turn_is_not_asked_again_at_the_pause(vad_mo
     at_pause = _end_delay_ms(vad_models, _SureSmartTurn(0.8), TurnParams())
     assert early == at_pause  # the turn ends at the pause, as without early asking
     assert unsure.calls == 1  # the same audio scored once
+
+
+def test_a_caller_who_goes_on_before_the_reply_starts_cancels_the_reply_to_half_a_sentence(vad_models):
+    """The turn ended at a long pause; the caller goes on before any of the bot's answer has
+    reached audio out: that answer (to half a sentence) must not start over them later."""
+    from agent.stages.vad import VadStage
+
+    params = TurnParams(max_silence_ms=600)  # the pause surely ends the turn, whatever Smart Turn says
+    stage = VadStage(*vad_models, params=params)
+    a = load_clip("BAC009S0764W0121.wav")
+    z = lambda s: np.zeros(int(s * 16000), dtype=np.int16)  # noqa: E731
+    out, ctx = run_stage(stage, np.concatenate([z(0.3), a[: len(a) // 2], z(0.75)]))
+    assert len(finals(out)) == 1 and finals(out)[0].turn == 1
+    out, _ = run_stage(stage, np.concatenate([a[len(a) // 2 :], z(1.0)]), ctx, first_index=ctx.state.next_frame)
+    (barge,) = [e.event for e in out if isinstance(e.event, ev.BargeIn)]
+    assert barge.reply_event_id is None and barge.turn == 2  # every reply to turn 1 goes
+    assert [f.turn for f in finals(out)] == [2]
+
+
+def test_speaking_again_long_after_a_turn_that_got_no_reply_cancels_nothing(vad_models):
+    from agent.stages.vad import VadStage
+
+    stage = VadStage(*vad_models, params=TurnParams(max_silence_ms=600))
+    z = lambda s: np.zeros(int(s * 16000), dtype=np.int16)  # noqa: E731
+    out, ctx = run_stage(stage, np.concatenate([z(0.3), load_clip("BAC009S0764W0121.wav"), z(3.0)]))
+    assert len(finals(out)) == 1
+    out, _ = run_stage(stage, np.concatenate([load_clip("BAC009S0764W0122.wav"), z(1.0)]), ctx,
+                       first_index=ctx.state.next_frame)
+    assert not [e for e in out if isinstance(e.event, ev.BargeIn)] and len(finals(out)) == 1

@@ -49,6 +49,11 @@ class TurnParams:
     # turn ends only at max_silence_ms, so an unsure score costs latency, never a cut-off;
     # finished sentences score 0.85-0.99 (docs/speech.md), well clear of it.
     turn_complete: float = 0.7
+    # Caller speech that starts within this long after the end of their last turn, before any of
+    # the bot's reply to it has reached audio out, cancels that reply: the end was premature (the
+    # caller paused and goes on), and a reply played now would talk over them and then answer
+    # half a sentence.  Their new turn gets the reply instead.
+    pending_reply_cancel_ms: int = 1500
     window_ms: int = 32
     # The semantic signal (agent/speech/completeness.py, issue 17): when Smart Turn says the
     # turn is over, the words of the partial transcript must agree.  Below `semantic_complete`

@@ -4,7 +4,9 @@ a ReplyAudioEnd that says where the reply's audio ends).
 The reply is split into sentences (CJK punctuation) and synthesised chunk by chunk.  A BargeIn
 on call.control marks the reply as interrupted: nothing more of it is synthesised (a reply
 that arrives after its own barge-in, e.g. on replay, is dropped), and the connector playing
-audio.out drops the frames of that reply it has not played yet (agent/audiocall.py does).
+audio.out drops the frames of that reply it has not played yet (agent/audiocall.py does).  A
+BargeIn without a reply id (the caller went on speaking before the reply to their last turn
+started) drops every reply to an earlier turn than the BargeIn's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ log = structlog.get_logger("dianxiao.stages.tts")
 @dataclass
 class CallSpeech:
     interrupted: set[str] = field(default_factory=set)
+    # a BargeIn with no reply id (the caller went on before the reply started): replies to turns
+    # before this one are not synthesised
+    cancel_before_turn: int = 0
 
 
 class TtsStage(Stage):
@@ -51,11 +56,17 @@ class TtsStage(Stage):
     def handle_stream(self, event: Any, ctx: CallContext) -> Any:
         """One part per synthesised chunk (its frames), then the ReplyAudioEnd, always last."""
         st: CallSpeech = ctx.state
-        if isinstance(event, ev.BargeIn) and event.reply_event_id:
-            st.interrupted.add(event.reply_event_id)
+        if isinstance(event, ev.BargeIn):
+            if event.reply_event_id:
+                st.interrupted.add(event.reply_event_id)
+            else:
+                st.cancel_before_turn = max(st.cancel_before_turn, event.turn)
             return
         if not isinstance(event, ev.BotReply):
             return
+        if event.turn < st.cancel_before_turn:
+            st.interrupted.add(event.event_id)
+            log.info("reply to an earlier turn dropped: the caller went on", call_id=ctx.call_id, turn=event.turn)
         index = 0
         for chunk in split_sentences(event.text) if event.text.strip() else []:
             out: list[Emit] = []

@@ -62,6 +62,7 @@ class CallAudio:
     partial_id: str | None = None  # its event id: the ASR's TranscriptPartial names it as caused_by
     # (turn, end_ms, P(complete)) of the words of the latest partial the ASR transcribed
     heard: tuple[int, int, float] | None = None
+    last_end_ms: int | None = None  # where the caller's last finished turn ended (media ms)
 
     @property
     def media_ms(self) -> int:
@@ -108,7 +109,7 @@ class VadStage(Stage):
         turn["phase"] = state.turn.phase.value
         return {**{k: getattr(state, k) for k in self._SNAPSHOT_FIELDS}, "turn": turn,
                 "barged": sorted(state.barged), "last_partial": state.last_partial,
-                "partial_id": state.partial_id, "heard": state.heard}
+                "partial_id": state.partial_id, "heard": state.heard, "last_end_ms": state.last_end_ms}
 
     def load_state(self, call_id: str, data: dict[str, Any]) -> CallAudio:
         st = self.new_state(call_id)
@@ -122,6 +123,7 @@ class VadStage(Stage):
         st.last_partial = tuple(data["last_partial"]) if data["last_partial"] else None  # type: ignore[assignment]
         st.partial_id = data.get("partial_id")  # absent from a snapshot of an older version
         st.heard = tuple(data["heard"]) if data.get("heard") else None  # type: ignore[assignment]
+        st.last_end_ms = data.get("last_end_ms")
         # The next audio lands right after what was scored: the ring's sample clock goes on.
         st.ring.total = st.samples_scored
         return st
@@ -296,6 +298,11 @@ class VadStage(Stage):
                 st.bot_until_ms = st.media_ms
                 out.append(Emit(topics.CONTROL, make(ev.BargeIn, reply_event_id=st.bot_reply, heard_ms=heard)))
                 log.info("barge-in", call_id=ctx.call_id, reply=st.bot_reply, heard_ms=heard)
+            elif self._reply_pending(st, tev.start_ms):
+                # no reply_event_id: every reply to an earlier turn that has not started playing
+                out.append(Emit(topics.CONTROL, make(ev.BargeIn, reply_event_id=None, heard_ms=0)))
+                log.info("caller went on before the reply: pending reply cancelled", call_id=ctx.call_id,
+                         after_ms=tev.start_ms - (st.last_end_ms or 0))
             return out
         if tev.kind in ("early", "pause"):
             # The partial leaves at the early point (~100 ms of silence), before the pause
@@ -322,8 +329,16 @@ class VadStage(Stage):
         if tev.kind == "end":
             seg = self._segment(st, tev, make, final=True)
             st.caller_turns += 1
+            st.last_end_ms = tev.end_ms
             return [Emit(topics.SPEECH, seg)]
         return []
+
+    def _reply_pending(self, st: CallAudio, start_ms: int) -> bool:
+        """The caller starts again soon after their last turn, and no reply to it has reached
+        audio out since it ended (frames already there are a barge-in on that reply instead)."""
+        if st.last_end_ms is None or start_ms - st.last_end_ms > self.params.pending_reply_cancel_ms:
+            return False
+        return st.bot_reply is None or st.bot_start_ms < st.last_end_ms
 
     def _segment(self, st: CallAudio, tev: TurnEvent, make: Any, final: bool) -> ev.SpeechSegment:
         audio = st.ring.slice(_sample(tev.start_ms), _sample(tev.end_ms))
