@@ -235,12 +235,16 @@ def test_a_caller_who_goes_on_before_the_reply_starts_cancels_the_reply_to_half_
     stage = VadStage(*vad_models, params=params)
     a = load_clip("BAC009S0764W0121.wav")
     z = lambda s: np.zeros(int(s * 16000), dtype=np.int16)  # noqa: E731
-    out, ctx = run_stage(stage, np.concatenate([z(0.3), a[: len(a) // 2], z(0.75)]))
-    assert len(finals(out)) == 1 and finals(out)[0].turn == 1
+    first_out, ctx = run_stage(stage, np.concatenate([z(0.3), a[: len(a) // 2], z(0.75)]))
+    assert len(finals(first_out)) == 1 and finals(first_out)[0].turn == 1
     out, _ = run_stage(stage, np.concatenate([a[len(a) // 2 :], z(1.0)]), ctx, first_index=ctx.state.next_frame)
     (barge,) = [e.event for e in out if isinstance(e.event, ev.BargeIn)]
     assert barge.reply_event_id is None and barge.turn == 2  # every reply to turn 1 goes
-    assert [f.turn for f in finals(out)] == [2]
+    (whole,) = finals(out)
+    assert whole.turn == 2
+    # the new turn's audio reaches back over the cut: the ASR hears the whole sentence
+    first = finals(first_out)[0]
+    assert whole.start_ms == first.start_ms and whole.end_ms > first.end_ms + 1000
 
 
 def test_speaking_again_long_after_a_turn_that_got_no_reply_cancels_nothing(vad_models):

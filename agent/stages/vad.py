@@ -63,6 +63,7 @@ class CallAudio:
     # (turn, end_ms, P(complete)) of the words of the latest partial the ASR transcribed
     heard: tuple[int, int, float] | None = None
     last_end_ms: int | None = None  # where the caller's last finished turn ended (media ms)
+    last_start_ms: int = 0  # and where it started
 
     @property
     def media_ms(self) -> int:
@@ -109,7 +110,8 @@ class VadStage(Stage):
         turn["phase"] = state.turn.phase.value
         return {**{k: getattr(state, k) for k in self._SNAPSHOT_FIELDS}, "turn": turn,
                 "barged": sorted(state.barged), "last_partial": state.last_partial,
-                "partial_id": state.partial_id, "heard": state.heard, "last_end_ms": state.last_end_ms}
+                "partial_id": state.partial_id, "heard": state.heard, "last_end_ms": state.last_end_ms,
+                "last_start_ms": state.last_start_ms}
 
     def load_state(self, call_id: str, data: dict[str, Any]) -> CallAudio:
         st = self.new_state(call_id)
@@ -124,6 +126,7 @@ class VadStage(Stage):
         st.partial_id = data.get("partial_id")  # absent from a snapshot of an older version
         st.heard = tuple(data["heard"]) if data.get("heard") else None  # type: ignore[assignment]
         st.last_end_ms = data.get("last_end_ms")
+        st.last_start_ms = data.get("last_start_ms", 0)
         # The next audio lands right after what was scored: the ring's sample clock goes on.
         st.ring.total = st.samples_scored
         return st
@@ -303,6 +306,9 @@ class VadStage(Stage):
                 out.append(Emit(topics.CONTROL, make(ev.BargeIn, reply_event_id=None, heard_ms=0)))
                 log.info("caller went on before the reply: pending reply cancelled", call_id=ctx.call_id,
                          after_ms=tev.start_ms - (st.last_end_ms or 0))
+                # ... and this turn's audio reaches back over the cut, so the ASR and the NLU get
+                # the whole sentence, not its second half alone
+                st.turn.start_ms = st.last_start_ms
             return out
         if tev.kind in ("early", "pause"):
             # The partial leaves at the early point (~100 ms of silence), before the pause
@@ -329,7 +335,7 @@ class VadStage(Stage):
         if tev.kind == "end":
             seg = self._segment(st, tev, make, final=True)
             st.caller_turns += 1
-            st.last_end_ms = tev.end_ms
+            st.last_start_ms, st.last_end_ms = tev.start_ms, tev.end_ms
             return [Emit(topics.SPEECH, seg)]
         return []
 
