@@ -58,15 +58,20 @@ def numbers_in(text: str) -> list[int | float]:
 
 
 _NOT_A_COUNT = "共下起样直定般些点年月天会遍次周切半"
+# a length of time shorter than a day after a number (两秒, 十分钟, 三个小时)
+_DURATION = re.compile(r"\s*(个)?(秒|毫秒|分钟|分鐘|小时|小時|钟头|鐘頭)")
 
 
 def quantities_in(text: str, single_digits: bool = False) -> list[int]:
     """Numbers that can be an answer to "how many": Arabic numbers, and Chinese ones with a unit
     or several digits (一万七千, 两千, 十五) - not the 一 of 一共/一下/一年.  With
     `single_digits` ("是六不是三"), lone digits count too unless a word like 一共 follows."""
-    out = [int(v) for m in _ARABIC.finditer(text) for v in numbers_in(m.group(0)) if v >= 1]
+    out = [int(v) for m in _ARABIC.finditer(text) for v in numbers_in(m.group(0))
+           if v >= 1 and not _DURATION.match(text, m.end())]
     for m in _CHINESE.finditer(text):
         word = m.group(0)
+        if _DURATION.match(text, m.end()):
+            continue  # "两秒内", "十分钟": how long, not how many
         if len(word) == 1 and word not in "十百千万":
             nxt = text[m.end() : m.end() + 1]
             if not single_digits or (nxt and nxt in _NOT_A_COUNT) or word in "万亿":

@@ -61,6 +61,8 @@ _ADDITIVE = re.compile(r"再加|加上|加个|加一|再来|再配|再要|也要
 # the caller moves away from what was held: the newly named product is the one now
 _SWITCH = re.compile(r"算了|算啦|算哒|不要了|不弄|不整|先不|换成|换个|改成|改为|就要|只要|净系|淨系|光要|还是|不是|唔系|勿是|说错")
 _CLAUSE = re.compile(r"[，,。；;！!？?\s…]+")
+# the caller wants to replace what they run ("我们企业邮箱想换一家"): the new one is bought from us
+_REPLACE = re.compile(r"想换|要换|换一家|换家|换个|换掉|替换|换成你们|到期")
 _INTEGRATION_ONLY_BLOCKERS = {"product_inquiry", "purchase_intent", "price_inquiry", "demo_request"}
 # connecting to a vendor's thing vs comparing with it (cue words anywhere in the line)
 _CONNECT = re.compile(r"打通|对接|接入|接口|集成|同步|导入|导到|推到|连上|连接|接到|能接|一道用|一起用|兼容|登录|登陆|对得上|对上")
@@ -166,7 +168,9 @@ def read_roles(
             continue
         v = str(e.value)
         category = SYSTEM_OF_PRODUCT.get(v)
-        if category and (own_system(e, text) or (integration_only and category in systems and held and v != held)):
+        replacing = bool(_REPLACE.search(text[e.start or 0 :]))  # 俺们企业邮箱想换一家: bought anew
+        if category and ((own_system(e, text) and not replacing)
+                         or (integration_only and category in systems and held and v != held)):
             out.append(Entity(type="system", value=category, text=e.text, start=e.start, end=e.end))
             continue
         held_ours = held is not None and held in product_ids() and held != v
@@ -186,6 +190,9 @@ def read_roles(
         # "WAF跟anti-DDoS都要": the first named is the product, the others are wanted too; one
         # that is also a capability is that of the other ("等保要求上堡垒机": compliance)
         main = next((e for e in kept_products if str(e.value) not in FEATURE_OF_PRODUCT), kept_products[0])
+        for a, b in zip(kept_products, kept_products[1:]):
+            if None not in (a.end, b.start) and text[a.end : b.start] in ("的", "嘅"):
+                main = b  # "视频会议的终端": what is bought is the thing the words end on
         for e in kept_products:
             v = str(e.value)
             if v == str(main.value):

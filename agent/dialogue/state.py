@@ -22,7 +22,16 @@ from pydantic import BaseModel, Field
 
 from agent.dialogue.numbers import numbers_in, quantities_in
 from agent.dialogue.roles import FEATURE_OF_PRODUCT, read_roles
-from agent.dialogue.values import at_once, canonical_entities, clause_of, counts_things, product_ids, says_total
+from agent.dialogue.values import (
+    EDITION_FEATURES,
+    at_once,
+    canonical_entities,
+    clause_of,
+    counts_things,
+    product_ids,
+    reading,
+    says_total,
+)
 from agent.events import Entity, NluResult
 
 # Intents that carry a task the caller wants done (they go on the stack);
@@ -56,9 +65,9 @@ _NEGATION_BEFORE = re.compile(
     r"先不(要|整|弄|搞|上|买|装)|不整|不弄|不搞)(?![了啦喇咯])[^，,。！!？?；;\s]{0,6}$"
 )
 _NEGATION_AFTER = re.compile(
-    r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|不需要了|算[了啦咧哒喽嘞罗啰]|去掉|取消|就免了|不用了|先不要|不考虑了|用不着|用勿着|用唔着"
+    r"^[^，,。！!？?；;]{0,4}(不要了|就不要了|我?不干|不接受|不需要了|算[了啦咧哒喽嘞罗啰]|去掉|取消|就免了|不用了|先不要|不考虑了|用不着|用勿着|用唔着"
     r"|唔要|唔使|唔洗|覅|勿要|先不(要|整|弄|搞|上|买|装)|不整了|不弄了|不搞了|不装了|就算了"
-    r"|不(用|要|需要|必)(对接|集成|接入|打通|加|买|备份|做)了?)"
+    r"|不(用|要|需要|必)(对接|集成|接入|打通|加|买|备份|做)了?|不(接|连|对接|打通)[了哒啦咯喇咧])"
 )
 # money words (一块 alone is "together": 三个年级一块开)
 _MONEY = re.compile(r"(?<!一)块|一块钱|元|钱|预算")
@@ -72,7 +81,7 @@ _TIME_WORDS = re.compile(
 _HYPOTHETICAL = re.compile(r"(如果|要是|假如|假设|万一).{0,12}(呢|的话|多少|怎么算)")
 # "那专业版呢" / "换成企业版": the same question about another thing
 _ELLIPSIS = re.compile(r"(呢[?？]?$|换成|改成|换个|换一个|那.{1,8}[?？]$)")
-_CORRECTION = re.compile(r"(不是|不对|说错了|搞错了|改成|换成|改为|改一下|更正|唔系|唔啱|勿是|勿对|弗是|弗对)")
+_CORRECTION = re.compile(r"(不是|不对|说错了|搞错了|改成|换成|改为|改一下|更正|唔系|唔係|唔啱|勿是|勿对|弗是|弗对|不對|說錯了|講錯)")
 # of several values of one slot in a line, those in a clause that adds a part ("还有两个夜班的",
 # "每个厂三台") are not the value; one said as a total ("一共一百台") is
 _PART = re.compile(r"还有|另外|仲有|其中|每个|每班|每间|每")
@@ -80,7 +89,7 @@ _PART = re.compile(r"还有|另外|仲有|其中|每个|每班|每间|每")
 _INCREMENT = re.compile(r"(再加|再多|多加|另加|加上|外加|再添|(?<![差最顶至])多)[一二两三四五六七八九十百千万几俩0-9]")
 _TOTAL = re.compile(r"一共|总共|总计|合计|加起来|全部")
 # "不是X" in the dialects of the corpus (Cantonese 唔系, Wu 勿是/弗是)
-_NOT_CUES = ("不是", "唔系", "勿是", "弗是")
+_NOT_CUES = ("不是", "唔系", "唔係", "勿是", "弗是")
 _DEMONSTRATIVE = re.compile(r"(刚才|刚刚|之前|前面|上一个|原来|最开始)?(那个|这个|这款|那款|这套|那套|这种|那种|该|它)")
 _EARLIER = ("刚才", "刚刚", "之前", "前面", "上一个", "原来", "最开始")
 
@@ -129,6 +138,9 @@ class DialogueState(BaseModel):
     slots: dict[str, Slot] = Field(default_factory=dict)
     slot_history: list[SlotChange] = Field(default_factory=list)
     rejected: dict[str, list[str]] = Field(default_factory=dict)  # features/systems the caller declined
+    #: the caller's words behind each item of a list slot ({"systems": {"OTHER": ["美团外卖", "抖音团"]}}):
+    #: one category or id may stand for several things, and dropping one keeps the others
+    said: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
     preferences: dict[str, Any] = Field(default_factory=dict)
     objections: list[str] = Field(default_factory=list)
     turn_objection: str | None = None
@@ -184,13 +196,16 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
         intents = [i for i in intents if i != "purchase_intent"] + (["price_inquiry"] if "price_inquiry" not in intents else [])
 
     correction = bool(_CORRECTION.search(text))
-    entities = canonical_entities(_clean(nlu.entities), text, s.value("product"), s.value("quantity") is not None)
+    entities = canonical_entities(_refused_only_in_words(_clean(nlu.entities), text, intents), text, s.value("product"),
+                                  s.value("quantity") is not None)
     entities = _head_counts(s, text, entities)
     entities = _context_entities(s, text, entities, intents)
     if correction:
         entities = _bare_correction(s, text, entities)
+    held_features = list(s.value("features", []))
     roles = read_roles(entities, text, intents, s.value("product"), list(s.value("systems", [])))
     entities = roles.entities
+    entities = _dropped_by_its_words(s, entities, text)
     if roles.only_added:
         # "再加个会议室设备 一间": the count is the add-on's, not the product's under discussion
         entities = [e for e in entities if e.type not in ("quantity", "concurrency")]
@@ -199,7 +214,7 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
         if etype in LIST_SLOTS:
             _update_list(s, etype, group, text, turn, conf, correction)
         elif etype == "product":
-            _update_product(s, group, text, turn, conf, correction)
+            _update_product(s, group, text, turn, conf, correction, held_features)
         elif etype in SINGLE_SLOTS or etype == "plan":
             _update_single(s, etype, group, text, turn, conf, correction)
     for p in roles.added:
@@ -382,6 +397,39 @@ def _clean(entities: list[Entity]) -> list[Entity]:
     return out
 
 
+# words that drop, refuse or put off a product (decisions 14, 31, 32); "我在开会", "老板不在",
+# "忙得很" are none of them
+_REFUSAL = re.compile(
+    r"(不|唔|否|弗|勿|冇|没|莫)(要|用|使|洗|需要|弄|整|搞|做|上|买|装|接|换|考虑|感兴趣|必)|没兴趣|冇兴趣|用不着|用唔着|用勿着"
+    r"|算[了啦咯哒咧喇罗啰嘞罢]|免了|别|甭|嫑|覅|拉倒|省了|先放|放一放|放放|再说|再讲|再谈|以后|明年|慢慢来|缓缓|暂时|暂缓|不急"
+    r"|有了|已经有|在用|用着|用紧|用開|用开|取消|去掉|删|拿掉|不行|不得|不划算|太贵")
+
+
+def _refused_only_in_words(entities: list[Entity], text: str, intents: list[str]) -> list[Entity]:
+    """A product the NLU marked as refused in a line that refuses nothing ("CRM嗦，我在炒料，忙得
+    很", "CRM啊 我们老板不在 我做不了主": busy, not declining) is the product the call is about: the
+    refusal needs a refusal in the words or a refusing intent (guide, decisions 7, 14, 32)."""
+    if set(intents) & {"not_interested", "do_not_call"} or _REFUSAL.search(text):
+        return entities
+    return [e.model_copy(update={"negated": False}) if e.type == "product" and e.negated else e for e in entities]
+
+
+def _dropped_by_its_words(s: DialogueState, entities: list[Entity], text: str) -> list[Entity]:
+    """"杀毒就算了" with 杀毒 read as a product not under discussion, after the caller asked for
+    杀毒 as a feature (virus_protection): what is dropped is that feature (guide, hard case 5)."""
+    out = []
+    for e in entities:
+        words = re.sub(r"\s+", "", e.text or "").lower()
+        if e.type == "product" and str(e.value) != s.value("product") and len(words) >= 2 and _negated(e, text):
+            held = [f for f, said in s.said.get("features", {}).items()
+                    if f in s.value("features", []) and any(words == w or words in w for w in said)]
+            if held:
+                out += [Entity(type="feature", value=f, text=e.text, start=e.start, end=e.end, negated=True) for f in held]
+                continue
+        out.append(e)
+    return out
+
+
 def _group(entities: list[Entity]) -> dict[str, list[Entity]]:
     """Entities by type; of two overlapping spans of one type ("三千并发" and "并发一" in
     "三千并发一年") the first is kept."""
@@ -414,7 +462,14 @@ _A_NOT_A = re.compile(r"(.)[不唔勿没]\1")
 _NEGATION_WORD = re.compile(r"不|没|冇|唔|勿|覅|弗|嫑|否|别|甭|莫|休|算|免|取消|去掉|删|拿掉")
 
 
+# "阿里云用惯了，不换了", "网易那个我们不换": the caller keeps what they have - no refusal of it
+_KEEP = re.compile(r"(不|唔|勿|弗|没|冇|莫|嫑)(想|打算|准备|会|用)?(换|換)")
+
+
 def _negated(e: Entity, text: str) -> bool:
+    if e.negated and e.type in ("competitor", "system") and _KEEP.search(text):
+        start, end = _span(e, text)
+        return start >= 0 and (bool(_NEGATION_BEFORE.search(text[:start])) or bool(_NEGATION_AFTER.search(text[end:])))
     if e.negated:
         # the NLU read it as dropped or refused (不要异地备份了) - unless the only 不 in the line
         # is that of a yes-no question ("卡不卡 乡下个学员")
@@ -466,16 +521,27 @@ def _update_single(
         # "办公室那四十台不弄了" after 一共一百台: the rest is the count
         _set(s, etype, held - _as_int(dropped_part[0].value), turn, conf, "caller", "negation", dropped_part[0].text)
         return
+    if kept and etype == "callback_time" and len(kept) > 1:
+        kept = [_joined_time(kept)]  # "下礼拜三下午嘛，两点": one time, said in two pieces
     if kept:
         kept = [_pick(kept, text, etype)]
         value = kept[-1].value
         held_words = re.sub(r"\s+", "", str(s.value(etype, ""))).lower()
         if etype == "competitor" and len(str(value)) < len(held_words) and str(value).lower() in held_words:
             return  # "树根报的六万" after 树根互联: the same rival, said short
-        if etype == "callback_time" and _vaguer(str(value), str(s.value(etype, ""))):
-            return  # "下午四点以后" then "嗯 今天下午": the time said before, said less exactly
-        if etype == "callback_time" and correction:
-            value = _keep_clock(str(value), str(s.value(etype, "")))  # "唔系，改星期五啦": same hour
+        said = re.sub(r"\s+", "", kept[-1].text or "").lower()
+        held_said = re.sub(r"\s+", "", (s.slots[etype].text or "") if etype in s.slots else "").lower()
+        if etype == "competitor" and len(said) >= 2 and len(said) < len(held_said) and held_said.startswith(said):
+            return  # "还是用腾讯的吧" after 腾讯企业邮: the rival named before, said short
+        if etype == "callback_time":
+            held_time = str(s.value(etype, ""))
+            if held_time and value == "later" and not correction:
+                return  # "到了打我电话" after 明天下午三点: the time agreed stands
+            if _vaguer(str(value), held_time):
+                return  # "下午四点以后" then "嗯 今天下午": the time said before, said less exactly
+            value = _complete_time(str(value), held_time, kept[-1].text or "")
+            if correction:
+                value = _keep_clock(str(value), held_time)  # "唔系，改星期五啦": same hour
         if etype in NUMERIC_SLOTS:
             value = _as_int(value)
             if value is None:
@@ -513,10 +579,24 @@ def _pick(kept: list[Entity], text: str, etype: str) -> Entity:
         return totals[-1][0]
     cue = max((m.end() for m in _CORRECTION.finditer(text)), default=-1)
     after = [(e, a, b) for e, a, b in spans if a >= cue >= 0]
+    # "不对啊，报价单上写的三百台，我们要的是三百八十台": the value said with 是 is the one meant
+    meant = [x for x in after if re.search(r"(是|系|係)$", _clause_before(text, x[1]))]
+    if meant:
+        return min(meant, key=lambda x: x[1])[0]
     if after:
         return min(after, key=lambda x: x[1])[0]
     placed = [x for x in spans if x[1] >= 0]
+    if etype == "region":
+        # two places in a line, none corrected: the last one fills the slot (guide, decision 119:
+        # "贵阳到广州延迟", "阿里云日本区，想看看你们东京节点") - not one named with what is wrong
+        # with it ("放北京算了 上海太远": the reason for the other)
+        wanted = [x for x in placed if not _FAULT.match(text[x[2] :])] or placed
+        return max(wanted, key=lambda x: x[1])[0] if wanted else spans[-1][0]
     return min(placed, key=lambda x: x[1])[0] if placed else spans[0][0]
+
+
+# what is wrong with a place, said right after it ("上海太远", "香港贵", "那边不行")
+_FAULT = re.compile(r"(那边|那里|嘅|的)?(太|忒|好|蛮|比较)?(贵|远|慢|卡|不行|唔得|不方便|不稳)")
 
 
 def _add_increments(kept: list[Entity], text: str, held: Any) -> list[Entity]:
@@ -567,11 +647,69 @@ def _vaguer(new: str, old: str) -> bool:
 
 def _keep_clock(new: str, old: str) -> str:
     """A callback day corrected without a time keeps the time said before: "friday" after
-    "thursday 10:00" is "friday 10:00"."""
-    m_old = re.fullmatch(r"\S+ (\S+)", old)
+    "thursday 10:00" is "friday 10:00"; a weekday corrected without its week keeps the week
+    ("改成礼拜三下午" after 下礼拜二上午 is next_wednesday afternoon)."""
+    m_old = re.fullmatch(r"(\S+) (\S+)", old)
     if m_old and re.fullmatch(r"[a-z_]+", new) and new not in ("later",) and not new.startswith("PT"):
-        return f"{new} {m_old.group(1)}"
+        new = f"{new} {m_old.group(2)}"
+    day, _, rest = new.partition(" ")
+    if old.startswith("next_") and old.split(" ")[0][5:] in _WEEKDAY_IDS and day in _WEEKDAY_IDS:
+        new = " ".join(x for x in ("next_" + day, rest) if x)
     return new
+
+
+_WEEKDAY_IDS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# the words of a callback time that name its day (今天, 明儿, 下礼拜三, 三号 ...)
+_DAY_NAMED = re.compile(r"今|明|后天|后日|听日|周|星期|礼拜|禮拜|[号號]|月|大后|过两天")
+_TIME = re.compile(r"(\S+) (\d\d):(\d\d)")
+_MORNING = re.compile(r"早上|上午|早晨|朝早|上昼|上晝|上半天|头晌|清早")
+
+
+def _pm(part: str | None) -> bool:
+    return part in ("afternoon", "evening")
+
+
+def _complete_time(new: str, old: str, words: str) -> str:
+    """A time the caller gives to complete the one said before takes its day and its half of the
+    day from it (decision 36: the day comes from what was proposed): "十点以后" after 明儿上午十点
+    is tomorrow 10:00, "九点吧" after 晚上八点 is 21:00, "上昼十点钟" after 下个礼拜三 is
+    next_wednesday 10:00, "今天晚上" after 十一点以后 is 23:00."""
+    if not old or old == "later" or old.startswith("P"):
+        return new
+    o_day, _, o_rest = old.partition(" ")
+    n_day, _, n_rest = new.partition(" ")
+    if n_day == "today" and o_day != "today" and not _DAY_NAMED.search(words):
+        n_day = o_day
+    clock = re.fullmatch(r"(\d\d):(\d\d)", n_rest)
+    o_clock = re.fullmatch(r"(\d\d):(\d\d)", o_rest)
+    if clock and n_day == o_day and int(clock.group(1)) < 12 and not _MORNING.search(words):
+        if (o_clock and int(o_clock.group(1)) >= 12) or _pm(o_rest):
+            n_rest = f"{int(clock.group(1)) + 12:02d}:{clock.group(2)}"
+    elif _pm(n_rest) and n_day == o_day and o_clock and int(o_clock.group(1)) < 12:
+        lo, hi = _PARTS_OF_DAY[n_rest]
+        if lo <= int(o_clock.group(1)) + 12 < hi:
+            n_rest = f"{int(o_clock.group(1)) + 12:02d}:{o_clock.group(2)}"
+    return " ".join(x for x in (n_day, n_rest) if x)
+
+
+def _joined_time(kept: list[Entity]) -> Entity:
+    """Two callback times in one line that are pieces of one ("听日下昼啦，三点之后": a day and
+    a clock): the day of the one that names it with the clock of the other (in the afternoon when
+    the day's part says so)."""
+    days = [e for e in kept if not str(e.value).startswith("today") and not _TIME.fullmatch(str(e.value))
+            and re.fullmatch(r"[a-z_]+( (morning|noon|afternoon|evening))?", str(e.value))]
+    clocks = [e for e in kept if (m := _TIME.fullmatch(str(e.value))) and m.group(1) == "today"
+              and not _DAY_NAMED.search(e.text or "")]
+    if len(days) != 1 or len(clocks) != 1:
+        return kept[-1]
+    day, _, part = str(days[0].value).partition(" ")
+    m = _TIME.fullmatch(str(clocks[0].value))
+    hour = int(m.group(2))
+    if _pm(part) and hour < 12:
+        hour += 12
+    first, last = sorted((days[0], clocks[0]), key=lambda e: e.start if e.start is not None else 0)
+    return clocks[0].model_copy(update={"value": f"{day} {hour:02d}:{m.group(3)}",
+                                        "text": (first.text or "") + (last.text or ""), "start": first.start})
 
 
 def _clause_before(text: str, start: int) -> str:
@@ -595,7 +733,8 @@ def _lexicon_ids() -> frozenset[tuple[str, str]]:
     return frozenset((t.kind, t.value) for terms in _lexicon().by_surface.values() for t in terms)
 
 
-def _update_product(s: DialogueState, group: list[Entity], text: str, turn: int, conf: float, correction: bool) -> None:
+def _update_product(s: DialogueState, group: list[Entity], text: str, turn: int, conf: float, correction: bool,
+                    held_features: tuple[str, ...] | list[str] = ()) -> None:
     """The product under discussion: a newly named one replaces it (a correction "不是X是Y"
     sets X aside for good); a dropped one ("OA先不要了", "WAF就算了") leaves the call's products,
     and if it was the one held, the product still wanted that was named last takes its place
@@ -638,8 +777,20 @@ def _update_product(s: DialogueState, group: list[Entity], text: str, turn: int,
             s.corrected.append("product")
             del s.slots["product"]
     product = s.value("product")
-    if product in FEATURE_OF_PRODUCT and FEATURE_OF_PRODUCT[product] in s.value("features", []):
-        # the add-on 电子签章 became the product: it is no longer a feature of another one
+    if product in EDITION_FEATURES and product != held:
+        # "算了，直接上企业版": the version bought is the edition; one named before is gone
+        editions = [f for f in s.value("features", []) if _one_at_a_time(f) == "edition"]
+        if editions:
+            left = [f for f in s.value("features") if f not in editions]
+            if left:
+                _set(s, "features", left, turn, conf, "caller", "overwrite")
+            else:
+                del s.slots["features"]
+    feature = FEATURE_OF_PRODUCT.get(product)
+    asked = [w for w in s.said.get("features", {}).get(feature or "", []) if reading(w, "product") != product]
+    if feature and feature in s.value("features", []) and (feature not in held_features or not asked):
+        # the add-on 电子签章 became the product: it is no longer a feature of another one (a
+        # capability asked for before in words of its own, "能不能网上签", stays: decision 129)
         left = [f for f in s.value("features") if f != FEATURE_OF_PRODUCT[product]]
         if left:
             _set(s, "features", left, turn, conf, "caller", "overwrite")
@@ -648,8 +799,13 @@ def _update_product(s: DialogueState, group: list[Entity], text: str, turn: int,
 
 
 _SPEC_VALUE = re.compile(r"^\d+核\d+g$")
+_MODEL_CODE = re.compile(r"([0-9一二两三四五六七八九十]+卡)?[a-z]{1,3}[0-9]{1,4}[a-z]?")
 # "有一台要16核32G": a spec for some of the machines, beside the one held
 _SOME_OF = re.compile(r"有一台|有几台|其中|另外|还有|再加|仲有|[那这]些?[0-9一二两三四五六七八九十几]+[台个套位]")
+
+
+# "算了还是4核8G保险": the caller settles on another one instead
+_SETTLE_ON = re.compile(r"(算了|算啦|算咯|算哒)[，,\s]*(还是|就)")
 
 
 def _one_at_a_time(v: Any) -> str | None:
@@ -657,6 +813,8 @@ def _one_at_a_time(v: Any) -> str | None:
     v = str(v)
     if v.endswith("_edition"):
         return "edition"
+    if _MODEL_CODE.fullmatch(v):
+        return "model"  # "H100太贵了 换成A100": one card model at a time
     return "spec" if _SPEC_VALUE.match(v) else None
 
 
@@ -692,32 +850,52 @@ def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, t
         # bought at a time); "第二个吧" picks one later
         s.options = list(dict.fromkeys(str(e.value) for e in group if e.value in editions))
         group = [e for e in group if e.value not in editions]
-    specs = {v for v in wanted if _one_at_a_time(v) == "spec"}
-    held_specs = [c for c in current if _one_at_a_time(c) == "spec" and c not in specs]
-    if len(specs) == 1 and held_specs and correction and not _SOME_OF.search(text):
-        current.remove(held_specs[-1])  # "老师的改成8核16G": the spec named last is the one corrected
+    for kind in ("spec", "model"):
+        specs = {v for v in wanted if _one_at_a_time(v) == kind}
+        held_specs = [c for c in current if _one_at_a_time(c) == kind and c not in specs]
+        if len(specs) == 1 and held_specs and (correction or _SETTLE_ON.search(text)) and not _SOME_OF.search(text):
+            current.remove(held_specs[-1])  # "老师的改成8核16G": the spec named last is the one corrected
+    words = s.said.setdefault(key, {})
     for e in group:
         v = e.value
         if v in SIZING_FEATURES:
             continue  # "并发" is its own slot; asking about it is not wanting a feature
-        if _negated(e, text):
+        if _negated(e, text) and not (etype == "feature" and _blocks(e, text)):
             said = re.sub(r"\s+", "", e.text or "").lower()
+            behind = words.get(str(v), [])
+            left = [w for w in behind if not said or not (said == w or said in w)]
             if said and said != str(v).lower() and said in current:
                 # "防录屏唔要啦" (read as recording) after 防录屏 was asked for: the words name the
                 # item held, not the id the model gave them
                 current.remove(said)
                 v = said
+            elif v in current and left and (len(left) < len(behind) or (
+                    etype == "system" and said and any(said in h.text for h in s.history))):
+                # "抖音那个不要了，就美团" with both under OTHER, "停电报警算了" with 温度报警 kept:
+                # the words dropped are one of the things the item stands for; the others stay
+                # (also a system named before beside the one recorded: "跟1688店铺和抖音小店连")
+                words[str(v)] = left
+                continue
             elif v in current:
                 current.remove(v)
+                words.pop(str(v), None)
             elif etype == "feature":
-                current = [c for c in current if not _covers(e.text, str(c))]
+                # "复制先不要了" after 跨区域复制 (held as offsite_backup): the words name it
+                current = [c for c in current if not _covers(e.text, str(c))
+                           and not (len(said) >= 2 and any(said in w for w in words.get(str(c), [])))]
             if v not in rejected:
                 rejected.append(v)
         else:
             if v not in current:
                 current.append(v)
+                words[str(v)] = []
+            said = re.sub(r"\s+", "", e.text or "").lower()
+            if said and said not in words.setdefault(str(v), []):
+                words[str(v)].append(said)
             if v in rejected:
                 rejected.remove(v)
+    if not words:
+        s.said.pop(key, None)
     if rejected:
         s.rejected[key] = rejected
     if current:
@@ -726,6 +904,23 @@ def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, t
         s.slot_history.append(SlotChange(slot=key, old=s.value(key), new=[], turn=turn, reason="negation"))
         s.corrected.append(key)
         del s.slots[key]
+
+
+# "U盘能禁掉", "U盘一律禁掉": a requirement that is itself a block (guide, decisions 69 and 104)
+_BLOCK = re.compile(r"禁|封掉|封住|屏蔽|管住|管控|锁住|锁死|不能用|不让用|不准用|唔俾用|不要开|别开|不开放|关掉|关闭")
+
+
+# "禁U盘唔要住", "封U盘就算了": the block itself is what is dropped
+_DROP_BLOCK = re.compile(r"(不要|唔要|不用|唔使|覅|算了|取消|去掉|免了|用不着|不需要)(?![开用])")
+
+
+def _blocks(e: Entity, text: str) -> bool:
+    """Is the feature refused because the caller wants it blocked - a requirement, not a drop?"""
+    start, end = _span(e, text)
+    if start < 0:
+        return False
+    clause = clause_of(text, start, end)[:40]
+    return bool(_BLOCK.search(clause)) and not _DROP_BLOCK.search(clause)
 
 
 # "第二个吧", "那就你说的第一个", "后面那个": a pick among the options weighed
@@ -770,7 +965,11 @@ def _after(text: str, e: Entity, cue: str) -> bool:
     if start < 0:
         return False
     before = text[max(0, start - 4) : start]
-    return cue in before and not re.search(r"[，,。；;]", before[before.rfind(cue):])
+    if cue not in before or re.search(r"[，,。；;]", before[before.rfind(cue):]):
+        return False
+    at = max(0, start - 4) + before.rfind(cue)
+    # "是不是呼叫中心更合适", "系唔系CRM": a yes-no question, not "不是X"
+    return not (at > 0 and text[at - 1] == cue[-1])
 
 
 def _as_int(value: Any) -> int | None:
@@ -859,6 +1058,14 @@ def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> lis
             return [e for e in entities if e.text != "__context__"]
     wrong = next((slot for slot, v in held.items() if v in nums), None)
     typed = [e for e in entities if e.type in NUMERIC_SLOTS]
+    if typed and wrong is not None and cue and cue.group(0) not in ("改成", "换成", "改为", "改一下") \
+            and all(_as_int(e.value) == held[wrong] for e in typed):
+        # "不对，三万是去年的，今年按五万算" with only 三万 read: the value tagged is the wrong
+        # one; the new number after the cue is the correction
+        said = re.sub("(" + "|".join(_NOT_CUES) + r")[^，,。；;\s]*|[A-Za-z]+[0-9]+", "，", masked)
+        rest = [n for n in quantities_in(said, single_digits=True) if n != held[wrong]]  # not "不是三十"
+        if rest:
+            return [e for e in entities if e not in typed] + [Entity(type=wrong, value=rest[0])]
     if typed:
         # "不是两千，是两万" after 两千并发: the NLU may read 两万 as money; the 不是 value says
         # which slot is being corrected (unless money words make it a budget)
@@ -871,8 +1078,10 @@ def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> lis
             cue = _CORRECTION.search(text)
             if last not in ("quantity", "concurrency") or (cue and numbers_in(text[: cue.start()])):
                 return entities
+            unit = _unit_of(s.slots[last].text)
             return [Entity(type=last, value=e.value, text=e.text, start=e.start, end=e.end)
-                    if e.type in ("quantity", "concurrency", "budget") and e.type != last and not counts_things(e, text)
+                    if e.type in ("quantity", "concurrency", "budget") and e.type != last
+                    and (not counts_things(e, text) or (unit is not None and _unit_of(e.text) == unit))
                     and not at_once(e, text) else e
                     for e in entities]
         return [Entity(type=wrong, value=e.value, text=e.text, start=e.start, end=e.end)
@@ -886,10 +1095,36 @@ def _bare_correction(s: DialogueState, text: str, entities: list[Entity]) -> lis
     return entities + [Entity(type=slot, value=new[0] if wrong is not None else new[-1])]
 
 
+_UNIT = re.compile(r"[0-9零一二两三四五六七八九十百千万]+\s*(个|個|台|套|位|路|单|單|间|間|份|条|條|名|人)")
+
+
+def _unit_of(words: str | None) -> str | None:
+    """The measure word of a count ("同时在线一百五十台" → 台): a correction that counts in the same
+    unit ("不对，是两百五十台") corrects that count, whatever type the NLU gave it."""
+    m = _UNIT.search(words or "")
+    return {"個": "个", "單": "单", "間": "间", "條": "条"}.get(m.group(1), m.group(1)) if m else None
+
+
 def _is_filler(text: str, m: re.Match[str]) -> bool:
     """"那个，…" / "这个嘛" at the start is a hesitation, not a reference."""
     after = text[m.end() : m.end() + 1]
     return after in ("，", ",", "…", "。", " ", "嘛", "啊", "呃") or (m.start() == 0 and after == "")
+
+
+# what may stand right before a reference back ("就这个吧", "要那个", "刚才讲的那个", "我要的是那个")
+_BEFORE_REFERENCE = re.compile(r"[的就要是选买用看问讲说了呢吧啊嘛哦喔呀咯还对定订上开签试个那这把给拿换改到在于即系哩噻]$")
+
+
+def _names_its_noun(text: str, m: re.Match[str]) -> bool:
+    """"考勤机那个数据", "拍照那种", "中控那个": a demonstrative right after a noun points at that
+    noun, not back at a product or plan (guide, hard case 9 is about references back); "跟它比"
+    is the rival just named."""
+    if m.group(1):
+        return False  # 刚才那个 / 之前那个: a reference back
+    before = text[: m.start()]
+    if m.group(2) == "它" and re.search(r"[跟和同与比]$", before):
+        return True
+    return bool(before) and bool(re.search(r"[\u4e00-\u9fffA-Za-z0-9]$", before)) and not _BEFORE_REFERENCE.search(before)
 
 
 def _resolve_reference(s: DialogueState, text: str, entities: list[Entity], intents: list[str], turn: int) -> None:
@@ -899,12 +1134,14 @@ def _resolve_reference(s: DialogueState, text: str, entities: list[Entity], inte
         return
     # a size stated in the same turn chooses the plan by itself: only a product can be meant
     sized = any(e.type in NUMERIC_SLOTS for e in entities)
-    m = next((m for m in _DEMONSTRATIVE.finditer(text) if not _is_filler(text, m)), None)
+    m = next((m for m in _DEMONSTRATIVE.finditer(text) if not _is_filler(text, m) and not _names_its_noun(text, m)), None)
     if not m or not s.mentions:
         return
     earlier = m.group(1) in _EARLIER if m.group(1) else False
     wants_plan = bool(re.search(r"版本|版|套餐|配置|型号|方案", text))
-    candidates = [x for x in reversed(s.mentions) if (x.turn < turn or x.by == "bot") and not (sized and x.kind == "plan")]
+    refused = set(s.rejected.get("products", []))  # "服务器不要了" … "那个多少钱": not the one refused
+    candidates = [x for x in reversed(s.mentions) if (x.turn < turn or x.by == "bot") and not (sized and x.kind == "plan")
+                  and not (x.kind == "product" and x.value in refused)]
     if wants_plan and any(x.kind == "plan" for x in candidates):
         candidates = [x for x in candidates if x.kind == "plan"]
     if not candidates:

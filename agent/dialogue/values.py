@@ -82,6 +82,11 @@ def _reading(words: str | None, kind: str) -> str | None:
     return None
 
 
+def reading(words: str | None, kind: str) -> str | None:
+    """The id the lexicon gives these words as `kind` (None: not known as that)."""
+    return _reading(words, kind)
+
+
 def system_category(e: Entity) -> str:
     """The category of a system entity: its value when it is one, else what the lexicon or
     the words say, else OTHER."""
@@ -103,6 +108,8 @@ def system_category(e: Entity) -> str:
 
 
 _ID = re.compile(r"^[a-z0-9_]+$")
+# a hardware model code (A100, H100, L40S, T4), with the count of cards before it (八卡A100)
+_MODEL_CODE = re.compile(r"([0-9一二两三四五六七八九十]+卡)?[A-Za-z]{1,3}[0-9]{1,4}[A-Za-z]?")
 
 
 def _spans_overlap(e: Entity, a: int, b: int) -> bool:
@@ -115,9 +122,25 @@ _EDITION_VALUE = {"专业": "pro_edition", "高级": "pro_edition", "标准": "s
                   "入门": "basic_edition", "企业": "enterprise_edition"}
 
 
+def _edition_stem(e: Entity, text: str) -> Entity:
+    """"专业" / "标准" of 专业版 / 标准版 tagged as the caller's own words: the edition (decision 26)."""
+    words = re.sub(r"\s+", "", e.text or "")
+    if e.type not in ("feature", "product") or words not in _EDITION_VALUE or e.end is None or text[e.end : e.end + 1] != "版":
+        return e
+    feature = _EDITION_VALUE[words]
+    value = feature if e.type == "feature" else EDITION_PRODUCTS.get(feature, "saas_pro")
+    return e.model_copy(update={"value": value, "text": words + "版", "end": e.end + 1})
+
+
+# a rival's name right before an edition word: the rival's edition ("比钉钉专业版便宜伐")
+_RIVAL_BEFORE = re.compile(r"(钉钉|飞书|企业微信|腾讯会议|zoom|网易|腾讯|阿里|华为)$", re.IGNORECASE)
+
+
 def _edition_entities(entities: list[Entity], text: str) -> list[Entity]:
     extra = []
     for m in _EDITION_WORDS.finditer(text):
+        if any(x.type == "competitor" and x.end == m.start() for x in entities) or _RIVAL_BEFORE.search(text[: m.start()]):
+            continue
         if any(x.start is not None and x.end is not None and x.start < m.end() and m.start() < x.end
                and x.type in ("feature", "product", "plan") for x in entities):
             continue
@@ -176,7 +199,7 @@ def reread_count(e: Entity, others: list[Entity], text: str) -> int | None:
         if o is not e and o.type == "term" and o.start is not None and o.end is not None and o.text \
                 and o.start < e.end and e.start < o.end and o.text in cut:
             cut = cut.replace(o.text, " ")
-    m = _RANGE.search(cut)
+    m = _RANGE.search(cut.replace("两", "二"))  # 一两百 / 两三个: 两 is the digit 2
     if m and _RANGE_DIGITS.index(m.group(2)) == _RANGE_DIGITS.index(m.group(1)) + 1:
         unit = {"十": 10, "百": 100, "千": 1000, "万": 10000}.get(m.group(3), 1)
         return (_RANGE_DIGITS.index(m.group(1)) + 1) * unit
@@ -184,6 +207,21 @@ def reread_count(e: Entity, others: list[Entity], text: str) -> int | None:
         return None
     nums = [n for n in (numbers_in(x.group(0)) for x in _COUNT.finditer(cut)) if n]
     return int(nums[0][0]) if nums and nums[0][0] >= 1 else None
+
+
+# an amount said as a number alone (一万五, 三万五块, 两千以内): its words say what it is worth
+_AMOUNT = re.compile(r"[0-9.,零一二两三四五六七八九十百千万亿kKwW]+\s*(块钱|块|元|蚊|左右|以内|以下|上下|出头)?")
+
+
+def reread_amount(e: Entity) -> int | None:
+    """A budget whose words are one amount and nothing else, read from those words when the
+    model read them otherwise (一万五 read as 10000: the guide's value is 15000, hard case 10;
+    a range or 出头 keeps its lower bound, decision 18).  None: keep the model's value."""
+    words = re.sub(r"\s+", "", e.text or "")
+    if not words or not _AMOUNT.fullmatch(words) or _RANGE.search(words):
+        return None
+    nums = numbers_in(words)
+    return int(nums[0]) if len(nums) == 1 and nums[0] >= 1 and float(nums[0]).is_integer() else None
 
 
 def at_once(e: Entity, text: str) -> bool:
@@ -220,6 +258,8 @@ def _numbers(entities: list[Entity], text: str, count_held: bool = True) -> list
             continue
         if e.type in ("quantity", "concurrency", "budget"):
             v = reread_count(e, entities, text)
+            if v is None and e.type == "budget":
+                v = reread_amount(e)
             if v is not None and v != e.value:
                 e = e.model_copy(update={"value": v})
         if e.type == "quantity" and count_held and _TRIAL.search(clause_of(text, e.start, e.end) or (e.text or "")):
@@ -256,13 +296,72 @@ def _numbers(entities: list[Entity], text: str, count_held: bool = True) -> list
     return out
 
 
+# callback times (guide, entity table and decisions 18, 36): the part of the day or the day the
+# words say, in the dialects of the corpus, when the value left it out or read it otherwise
+_PART_WORDS = (("afternoon", re.compile(r"下午|下昼|下晝|下半天|后晌|过晌")),
+               ("morning", re.compile(r"早上|上午|早晨|朝早|朝头早|上昼|上晝|上半天|头晌|前晌|清早|一早")),
+               ("noon", re.compile(r"中午|晏昼|晌午")),
+               ("evening", re.compile(r"晚上|傍晚|夜晚|夜里|夜头|晚头|今晚|明晚")))
+_TOMORROW_WORDS = re.compile(r"明天|明日|明个|明儿|明朝|听日|听朝|明早|明晚")
+_AFTER_TOMORROW_WORDS = re.compile(r"后天|后日|后个|后儿")
+_WEEKDAY_WORDS = re.compile(r"(下[个個]?)?(?:周|星期|礼拜|禮拜)([一二三四五六日天])")
+_WEEKDAYS = {"一": "monday", "二": "tuesday", "三": "wednesday", "四": "thursday", "五": "friday", "六": "saturday",
+             "日": "sunday", "天": "sunday"}
+
+
+def callback_value(value: str, words: str | None) -> str:
+    """A callback time in the guide's form: a span of days (过两天, P2D) is `later` (decision 18);
+    the day and the part of the day its words name are kept when the value lost them (下个礼拜三朝早
+    = next_wednesday morning, 明个上午 = tomorrow morning, 下礼拜二 = next_tuesday)."""
+    value = str(value).strip()
+    if re.fullmatch(r"P\d+D", value):
+        return "later"
+    m = re.fullmatch(r"([a-z_]+)(?: (\S+))?", value)
+    if not m or not words or value == "later":
+        return value
+    day, rest = m.group(1), m.group(2)
+    w = _WEEKDAY_WORDS.search(words)
+    if w and day.removeprefix("next_") in _WEEKDAYS.values():
+        day = ("next_" if w.group(1) or day.startswith("next_") else "") + _WEEKDAYS[w.group(2)]
+    elif day == "today" and _AFTER_TOMORROW_WORDS.search(words):
+        day = "day_after_tomorrow"
+    elif day == "today" and _TOMORROW_WORDS.search(words):
+        day = "tomorrow"
+    if rest is None:
+        rest = next((part for part, cue in _PART_WORDS if cue.search(words)), None)
+    return f"{day} {rest}" if rest else day
+
+
+# a spec string said with what is wrong with it ("4核8G不够，改成8核16G"): not the one wanted
+_SHORT_OF = re.compile(r"\s*的?(不够|唔够|不行|唔得|太小|太低|小了|太贵|带不动|跑不动)")
+# "两台4核8G", "三台8核32G": how many machines, said right before the spec string
+_MACHINES = re.compile(r"([0-9]{1,4}|[一二两三四五六七八九十百千]{1,4})\s*(台|套)\s*$")
+
+
+def _spec_counts(entities: list[Entity], text: str, specs: list[tuple[int, int, str]]) -> list[Entity]:
+    """The count of machines said in front of a spec string, which the NLU may have read as part of
+    the spec ("两台2核4G" as one feature): a quantity of its own (hard cases 4 and 11: the spec is
+    one feature, the machines are counted)."""
+    out = []
+    for a, _, _ in specs:
+        m = _MACHINES.search(text[:a])
+        if not m or any(x.type in ("quantity", "concurrency") and _spans_overlap(x, m.start(), m.end())
+                        and x.start is not None for x in entities):
+            continue
+        n = numbers_in(m.group(1))
+        if n and n[0] >= 1:
+            out.append(Entity(type="quantity", value=int(n[0]), text=m.group(0), start=m.start(), end=m.end()))
+    return out
+
+
 def canonical_entities(entities: list[Entity], text: str, product: str | None, count_held: bool = True) -> list[Entity]:
     """The turn's entities with the values the state keeps (see the module text).  `product`
     is the product the state holds before this turn; `count_held`: whether it holds a head
     count already (a count for a trial does not replace it)."""
     out: list[Entity] = []
-    entities = _numbers(list(entities) + _edition_entities(entities, text), text, count_held)
     specs = spec_strings(text)
+    entities = _numbers(list(entities) + _edition_entities(entities, text) + _spec_counts(entities, text, specs),
+                        text, count_held)
     # the product this turn talks about: one it names itself, else the one held
     named = [str(e.value) for e in entities if e.type == "product" and not e.negated and str(e.value) in product_ids()]
     other_product = next((p for p in reversed(named) if p not in SAAS_FAMILY), None)
@@ -272,13 +371,21 @@ def canonical_entities(entities: list[Entity], text: str, product: str | None, c
         # "标准版跟专业版有么子区别" about the video conferencing held: editions of it, not SaaS
         other_product = product
     for e in entities:
+        e = _edition_stem(e, text)
         v = e.value
         if e.type == "system":
             v = system_category(e)
+        elif e.type == "callback_time" and isinstance(v, str):
+            v = callback_value(v, e.text)
         elif e.type == "feature" and isinstance(v, str):
             if specs and v in ("cpu", "memory") and any(_spans_overlap(e, a, b) for a, b, _ in specs):
                 continue  # the spec string below stands for it
-            if v not in feature_ids():
+            if e.text and _MODEL_CODE.fullmatch(re.sub(r"\s+", "", e.text)):
+                # "A100", "八卡A100": a model the caller names is their words, not the generic id
+                # (gpu) the model or a pack's alias gives it (guide, feature ids: "anything else:
+                # the caller's words"; decisions 42, 49)
+                v = re.sub(r"\s+", "", e.text).lower()
+            elif v not in feature_ids():
                 v = _reading(e.text, "feature") or _reading(v, "feature") or v
             if not _ID.match(v) and e.text and _reading(e.text, "feature") == v:
                 # no feature id of the guide (those are ids), only a pack's name for the words:
@@ -290,6 +397,10 @@ def canonical_entities(entities: list[Entity], text: str, product: str | None, c
         elif e.type == "product" and isinstance(v, str):
             if v not in product_ids():
                 v = _reading(e.text, "product") or _reading(v, "product") or v
+            edition = _EDITION_WORDS.search(e.text or "")
+            if v == "saas" and edition:
+                # "SaaS标准版多少钱": the version of the platform named in the words (decision 26)
+                v = EDITION_PRODUCTS.get(_EDITION_VALUE.get(edition.group(1) or "", "pro_edition"), v)
             if v not in product_ids() and e.negated and _reading(e.text, "feature"):
                 # "APP不要了": what is dropped is the capability the words name
                 e = e.model_copy(update={"type": "feature"})
@@ -307,7 +418,7 @@ def canonical_entities(entities: list[Entity], text: str, product: str | None, c
     for a, b, value in specs:
         if not any(x.type == "feature" and x.value == value for x in out):
             negated = any(x.type == "feature" and x.negated and x.value in ("cpu", "memory") and _spans_overlap(x, a, b)
-                          for x in entities)
+                          for x in entities) or bool(_SHORT_OF.match(text, b))
             out.append(Entity(type="feature", value=value, text=text[a:b], start=a, end=b, negated=negated))
     # in the order said (a spec string stands where its cpu/memory words stood)
     out.sort(key=lambda e: e.start if e.start is not None else len(text) + 1)
