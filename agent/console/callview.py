@@ -119,7 +119,8 @@ def build_call_view(log: CallLog, call_id: str, labels: dict[int, TurnLabel], ma
             t.reply, t.action, t.reply_id = e.text, e.action, e.event_id
             t.bot_audio = has_out
         elif isinstance(e, ev.BargeIn):
-            t.barge_in = f"caller spoke over the bot after {e.heard_ms} ms"
+            t.barge_in = (f"caller spoke over the bot after {e.heard_ms} ms" if e.reply_event_id else
+                          "caller went on before the reply to their last turn started: that reply was dropped")
         elif isinstance(e, ev.DeadLetter):
             t.dead_letters.append(f"{e.source_topic}: {e.reason}" + (f" — {e.raw[:200]}" if e.raw else ""))
     out_frames = _first_frames(log, call_id) if has_out else []
