@@ -24,6 +24,8 @@ from agent.dialogue.numbers import numbers_in, quantities_in
 from agent.dialogue.roles import FEATURE_OF_PRODUCT, read_roles
 from agent.dialogue.values import (
     EDITION_FEATURES,
+    MODEL_CODE,
+    WEEKDAY_IDS,
     at_once,
     canonical_entities,
     clause_of,
@@ -653,12 +655,11 @@ def _keep_clock(new: str, old: str) -> str:
     if m_old and re.fullmatch(r"[a-z_]+", new) and new not in ("later",) and not new.startswith("PT"):
         new = f"{new} {m_old.group(2)}"
     day, _, rest = new.partition(" ")
-    if old.startswith("next_") and old.split(" ")[0][5:] in _WEEKDAY_IDS and day in _WEEKDAY_IDS:
+    if old.startswith("next_") and old.split(" ")[0][5:] in WEEKDAY_IDS and day in WEEKDAY_IDS:
         new = " ".join(x for x in ("next_" + day, rest) if x)
     return new
 
 
-_WEEKDAY_IDS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # the words of a callback time that name its day (今天, 明儿, 下礼拜三, 三号 ...)
 _DAY_NAMED = re.compile(r"今|明|后天|后日|听日|周|星期|礼拜|禮拜|[号號]|月|大后|过两天")
 _TIME = re.compile(r"(\S+) (\d\d):(\d\d)")
@@ -799,7 +800,6 @@ def _update_product(s: DialogueState, group: list[Entity], text: str, turn: int,
 
 
 _SPEC_VALUE = re.compile(r"^\d+核\d+g$")
-_MODEL_CODE = re.compile(r"([0-9一二两三四五六七八九十]+卡)?[a-z]{1,3}[0-9]{1,4}[a-z]?")
 # "有一台要16核32G": a spec for some of the machines, beside the one held
 _SOME_OF = re.compile(r"有一台|有几台|其中|另外|还有|再加|仲有|[那这]些?[0-9一二两三四五六七八九十几]+[台个套位]")
 
@@ -813,7 +813,7 @@ def _one_at_a_time(v: Any) -> str | None:
     v = str(v)
     if v.endswith("_edition"):
         return "edition"
-    if _MODEL_CODE.fullmatch(v):
+    if MODEL_CODE.fullmatch(v):
         return "model"  # "H100太贵了 换成A100": one card model at a time
     return "spec" if _SPEC_VALUE.match(v) else None
 
@@ -860,8 +860,8 @@ def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, t
         v = e.value
         if v in SIZING_FEATURES:
             continue  # "并发" is its own slot; asking about it is not wanting a feature
+        said = re.sub(r"\s+", "", e.text or "").lower()
         if _negated(e, text) and not (etype == "feature" and _blocks(e, text)):
-            said = re.sub(r"\s+", "", e.text or "").lower()
             behind = words.get(str(v), [])
             left = [w for w in behind if not said or not (said == w or said in w)]
             if said and said != str(v).lower() and said in current:
@@ -889,7 +889,6 @@ def _update_list(s: DialogueState, etype: str, group: list[Entity], text: str, t
             if v not in current:
                 current.append(v)
                 words[str(v)] = []
-            said = re.sub(r"\s+", "", e.text or "").lower()
             if said and said not in words.setdefault(str(v), []):
                 words[str(v)].append(said)
             if v in rejected:

@@ -109,7 +109,7 @@ def system_category(e: Entity) -> str:
 
 _ID = re.compile(r"^[a-z0-9_]+$")
 # a hardware model code (A100, H100, L40S, T4), with the count of cards before it (八卡A100)
-_MODEL_CODE = re.compile(r"([0-9一二两三四五六七八九十]+卡)?[A-Za-z]{1,3}[0-9]{1,4}[A-Za-z]?")
+MODEL_CODE = re.compile(r"([0-9一二两三四五六七八九十]+卡)?[A-Za-z]{1,3}[0-9]{1,4}[A-Za-z]?")
 
 
 def _spans_overlap(e: Entity, a: int, b: int) -> bool:
@@ -305,6 +305,7 @@ _PART_WORDS = (("afternoon", re.compile(r"下午|下昼|下晝|下半天|后晌|
 _TOMORROW_WORDS = re.compile(r"明天|明日|明个|明儿|明朝|听日|听朝|明早|明晚")
 _AFTER_TOMORROW_WORDS = re.compile(r"后天|后日|后个|后儿")
 _WEEKDAY_WORDS = re.compile(r"(下[个個]?)?(?:周|星期|礼拜|禮拜)([一二三四五六日天])")
+WEEKDAY_IDS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _WEEKDAYS = {"一": "monday", "二": "tuesday", "三": "wednesday", "四": "thursday", "五": "friday", "六": "saturday",
              "日": "sunday", "天": "sunday"}
 
@@ -321,7 +322,7 @@ def callback_value(value: str, words: str | None) -> str:
         return value
     day, rest = m.group(1), m.group(2)
     w = _WEEKDAY_WORDS.search(words)
-    if w and day.removeprefix("next_") in _WEEKDAYS.values():
+    if w and day.removeprefix("next_") in WEEKDAY_IDS:
         day = ("next_" if w.group(1) or day.startswith("next_") else "") + _WEEKDAYS[w.group(2)]
     elif day == "today" and _AFTER_TOMORROW_WORDS.search(words):
         day = "day_after_tomorrow"
@@ -380,7 +381,7 @@ def canonical_entities(entities: list[Entity], text: str, product: str | None, c
         elif e.type == "feature" and isinstance(v, str):
             if specs and v in ("cpu", "memory") and any(_spans_overlap(e, a, b) for a, b, _ in specs):
                 continue  # the spec string below stands for it
-            if e.text and _MODEL_CODE.fullmatch(re.sub(r"\s+", "", e.text)):
+            if e.text and MODEL_CODE.fullmatch(re.sub(r"\s+", "", e.text)):
                 # "A100", "八卡A100": a model the caller names is their words, not the generic id
                 # (gpu) the model or a pack's alias gives it (guide, feature ids: "anything else:
                 # the caller's words"; decisions 42, 49)
