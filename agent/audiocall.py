@@ -140,14 +140,13 @@ class _Line:
 
     def _on_event(self, event: object) -> None:
         c = self.call
+        if (isinstance(event, (ev.AudioFrame, ev.ReplyAudioEnd)) and event.reply_event_id
+                and event.turn < self.cancel_before_turn):
+            self.barge_wall.setdefault(event.reply_event_id, time.time())  # a reply to a turn the caller went on from
         if isinstance(event, ev.AudioFrame) and event.reply_event_id:
-            if event.turn < self.cancel_before_turn:
-                self.barge_wall.setdefault(event.reply_event_id, time.time())
             if event.reply_event_id not in self.barge_wall:
                 self.queue.append(event)
         elif isinstance(event, ev.ReplyAudioEnd):
-            if event.turn < self.cancel_before_turn:
-                self.barge_wall.setdefault(event.reply_event_id, time.time())
             if event.reply_event_id in self.barge_wall:
                 self._played(event, interrupted=True)
             else:
@@ -168,7 +167,7 @@ class _Line:
                     self.barge_wall.setdefault(f.reply_event_id, time.time())
                     if isinstance(f, ev.ReplyAudioEnd):
                         self._played(f, interrupted=True)
-            elif event.reply_event_id:
+            else:
                 self.barge_wall[event.reply_event_id] = time.time()
                 dropped_end = [f for f in self.queue if isinstance(f, ev.ReplyAudioEnd)
                                and f.reply_event_id == event.reply_event_id]
