@@ -150,6 +150,9 @@ class SpeechSegment(Envelope):
     end_ms: int = 0
     final: bool = True
     audio_pcm16: bytes = b""
+    #: the caller's earlier turn this one takes back: they went on before the reply to it started,
+    #: so this turn's audio reaches back over it and what was understood from it no longer counts
+    retracts_turn: int | None = Field(default=None, ge=1)
 
 
 # --- understanding ------------------------------------------------------------------------
@@ -172,6 +175,9 @@ class TranscriptFinal(Envelope):
     raw_text: str | None = None
     #: each correction: {"start", "end", "before", "after", "kind", "id", "score", "note"}
     corrections: list[dict[str, Any]] = Field(default_factory=list)
+    #: the caller's earlier turn this one takes back: they went on before the reply to it started,
+    #: so this turn's audio reaches back over it and what was understood from it no longer counts
+    retracts_turn: int | None = Field(default=None, ge=1)
 
 
 class Intent(BaseModel):
@@ -197,6 +203,9 @@ class NluResult(Envelope):
     entities: list[Entity] = Field(default_factory=list)
     decided_by: Literal["rule", "model"] = "rule"
     model_version: str = "rules-1"
+    #: the caller's earlier turn this one takes back: they went on before the reply to it started,
+    #: so this turn's audio reaches back over it and what was understood from it no longer counts
+    retracts_turn: int | None = Field(default=None, ge=1)
 
 
 class DialogueStateUpdated(Envelope):

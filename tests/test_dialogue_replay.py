@@ -28,7 +28,7 @@ def test_replaying_the_nlu_results_rebuilds_the_same_state_and_outputs():
         outs = [stage.handle(e, ctx)[0].event for e in _events()]
         runs.append((ctx.state, [(o.event_id, o.state) for o in outs]))
     assert runs[0] == runs[1]
-    state = runs[0][0]
+    state = runs[0][0].state
     assert state.value("features") == ["offsite_backup"] and state.value("plan") == "saas_pro"
 
 

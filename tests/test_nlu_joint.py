@@ -323,3 +323,67 @@ def test_self_contained_train_lines_hear_an_agent_line_and_an_earlier_turn_as_in
     assert all(m.bot_prev == "好的，请问需要几台？" and len(m.context) == 1 and m.context[0] != m.text for m in mixed[:3])
     assert mixed[3] == answer
     assert mix_call_context(train, bots, random.Random(1), 0.0, 0.0) == train
+
+
+@pytest.fixture(scope="module")
+def trained_again(tiny_base, tiny_corpus, tmp_path_factory):
+    """The same recipe as `trained`, another seed: a second run to put beside the first."""
+    from pipelines.nlu_joint import JointConfig, train_joint
+
+    out = tmp_path_factory.mktemp("joint2") / "joint.npz"
+    train_joint(JointConfig(out=out, base=str(tiny_base), corpus_dir=tiny_corpus, epochs=2, batch_size=16,
+                            lr=5e-3, lora_r=4, lora_alpha=8, progress=False, evaluate_rules=False, onnx=False, seed=29))
+    return out
+
+
+def test_two_runs_read_as_one_ensemble_average_their_probabilities_and_are_calibrated_on_dev(
+        trained, trained_again, tiny_base, tiny_corpus, tmp_path):
+    """An integrator points DIANXIAO_NLU_MODEL at an ensemble directory: the averaged intent and
+    tag probabilities decide, with thresholds chosen on dev for the average."""
+    from agent.nlu import load_understander
+    from agent.nlu.corpus import load_split
+    from agent.nlu.joint import JointEnsemble, JointModel, JointUnderstander
+    from pipelines.nlu_ensemble import calibrate_ensemble, write_manifest
+
+    manifest = write_manifest(tmp_path / "ens", [trained[0], trained_again])
+    assert (tmp_path / "ens" / "m1" / "joint.npz").exists() and (tmp_path / "ens" / "m2" / "joint.npz").exists()
+    m = calibrate_ensemble(manifest, base=str(tiny_base), dev=load_split("dev", tiny_corpus))
+    cfg = json.loads(manifest.read_text(encoding="utf-8"))
+    assert set(cfg["thresholds"]) == set(m["dev_model_per_intent"]) | set(cfg["thresholds"]) and cfg["dev"]["n"] == 24
+    assert set(m["dev_members"]) == {"m1/joint.npz", "m2/joint.npz"}
+
+    und = load_understander(str(tmp_path / "ens"))
+    assert isinstance(und, JointUnderstander) and isinstance(und.model, JointEnsemble)
+    a, b = (JointModel(p, base=str(tiny_base)) for p in (trained[0], trained_again))
+    enc = a.input.encode("我要一千并发的云服务器", ["有异地备份吗"])
+    for got, pa, pb in zip(und.model.outputs(enc), a.outputs(enc), b.outputs(enc)):
+        assert np.allclose(got, (pa + pb) / 2, atol=1e-5)
+    assert not np.allclose(a.outputs(enc)[0], b.outputs(enc)[0])  # two runs, two opinions
+    res = und.understand("别再给我打电话了")
+    assert "do_not_call" in {i.name for i in res.intents} and res.version.startswith("joint-e5small-ensemble2-")
+
+
+def test_an_ensemble_of_one_or_of_unreadable_parts_is_refused_at_load(trained, tmp_path):
+    from agent.nlu.joint import JointEnsemble, JointModelError
+    from pipelines.nlu_ensemble import write_manifest
+
+    manifest = write_manifest(tmp_path / "one", [trained[0]])
+    with pytest.raises(JointModelError, match="at least two"):
+        JointEnsemble(manifest)
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(JointModelError, match="unreadable ensemble manifest"):
+        JointEnsemble(tmp_path / "bad.json")
+
+
+def test_a_soup_of_two_runs_is_one_adapter_whose_layers_are_the_mean_of_theirs(trained, trained_again, tiny_base, tmp_path):
+    from agent.nlu.joint import JointModel
+    from pipelines.nlu_soup import SoupError, average_adapters, make_soup
+
+    out = tmp_path / "soup" / "joint.npz"
+    make_soup([trained[0], trained_again], out, onnx=False, score=False)
+    a, b, s = (JointModel(p, base=str(tiny_base), cache=False, onnx=False) for p in (trained[0], trained_again, out))
+    for la, lb, ls in zip(a.encoder.layers, b.encoder.layers, s.encoder.layers):
+        for wa, wb, ws in zip(la, lb, ls):
+            assert np.allclose(ws, (np.asarray(wa) + np.asarray(wb)) / 2, atol=2e-3)
+    with pytest.raises(SoupError, match="at least two"):
+        average_adapters([trained[0]])

@@ -57,7 +57,7 @@ def test_the_bot_s_last_words_survive_a_restart_of_the_stage():
     stage.handle(_said(1, "喂你好"), ctx)
     stage.handle(_reply(1, "您好，请问贵公司多少人用？"), ctx)
     restored = stage.load_state("c1", stage.dump_state(ctx.state))
-    assert restored == NluCallState(said=["喂你好"], bot_prev="您好，请问贵公司多少人用？")
+    assert restored == NluCallState(said=["喂你好"], bot_prev="您好，请问贵公司多少人用？", said_turn=1, bot_prev_turn=1)
     # a snapshot written before the state held the bot's words (a bare list of turns) still loads
     assert stage.load_state("c1", ["喂你好"]) == NluCallState(said=["喂你好"])
 

@@ -132,6 +132,11 @@ def test_smart_turn_alone_cuts_the_caller_at_a_mid_sentence_pause():
     stage, finals = _call(None, _text)
     assert topics_read(stage) == ("audio.in", "audio.out", "call.control")
     assert len(finals) == 2
+    # the caller went on before any reply: the second turn reaches back over the cut and takes
+    # the first back, so the NLU and the DST read the sentence once, whole (tests/test_turn_retraction.py)
+    first, second = finals
+    assert first.retracts_turn is None and second.retracts_turn == first.turn
+    assert second.start_ms == first.start_ms and second.end_ms > first.end_ms
 
 
 def test_unfinished_words_hold_the_turn_through_the_pause():

@@ -75,7 +75,7 @@ def load_understander(model_dir: str | None = None) -> Understander:
                 return RuleUnderstander()
         return JointUnderstander(SHIPPED)
     p = Path(choice)
-    if p.suffix == ".npz" or (p / "joint.npz").exists():
+    if p.suffix == ".npz" or p.name == "ensemble.json" or (p / "joint.npz").exists() or (p / "ensemble.json").exists():
         return JointUnderstander(p)
     from agent.nlu.model import ModelUnderstander
 

@@ -41,6 +41,8 @@ from agent.resources import DATA_DIR
 
 FORMAT = "dianxiao-nlu-joint/1"
 SHIPPED = DATA_DIR / "nlu" / "model" / "joint.npz"
+ENSEMBLE_FORMAT = "dianxiao-nlu-joint-ensemble/1"
+ENSEMBLE_FILE = "ensemble.json"
 ENTITY_TYPES = ("product", "feature", "system", "competitor", "concurrency", "quantity", "budget", "term",
                 "callback_time", "region", "phone")
 TAGS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
@@ -447,35 +449,106 @@ class JointModel:
             return self.session.run(["hidden"], {"embedded": x})[0][0]
         return self.encoder.forward(ids, type_ids)
 
-    def predict(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> Prediction:
-        enc = self.input.encode(text, context, bot_prev if self.uses_bot_prev else None)
+    def outputs(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Intent probabilities (n_labels,), tag probabilities (tokens, tags), P(negated) (tokens,)."""
         hs = self.hidden(enc.ids, enc.type_ids)
-        pooled = hs.mean(0)
-        probs = _sigmoid(_ln(pooled, self.norm_w, self.norm_b) @ self.cls_w + self.cls_b)
+        probs = _sigmoid(_ln(hs.mean(0), self.norm_w, self.norm_b) @ self.cls_w + self.cls_b)
         tag_p = _softmax(hs @ self.tag_w + self.tag_b)
         neg = _sigmoid(hs @ self.neg_w + self.neg_b)[:, 0]
-        outside = TAGS.index("O")
-        spans = [(t, s, e, float(neg[idx].mean()), float(1.0 - tag_p[idx, outside].mean()))
-                 for t, s, e, idx in decode_spans(enc, tag_p.argmax(-1), text[:MAX_TEXT_CHARS], tag_p)]
-        return Prediction(probs, spans)
+        return probs, tag_p, neg
+
+    def predict(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> Prediction:
+        enc = self.input.encode(text, context, bot_prev if self.uses_bot_prev else None)
+        return _prediction(enc, text, *self.outputs(enc))
 
     def entities(self, text: str, pred: Prediction) -> list[Entity]:
-        out, seen = [], set()
-        for typ, s, e, neg, conf in pred.spans:
-            v = self.values(typ, text[s:e])
-            if typ == "feature" and conf < self.open_feature_min_conf and v == surface_key(text[s:e]):
-                # a capability in the caller's own words that the tagger is unsure of: the two
-                # labelling passes disagree most on these, so an unsure one costs more than it finds
-                continue
-            if typ in _NUMERIC and not isinstance(v, int):
-                continue  # a number type with no number in it (发, 同时): a tagging slip
-            if typ not in _NUMERIC and typ not in ("callback_time", "phone") and e - s == 1 and v == surface_key(text[s:e]):
-                continue  # one character that no table knows (并, 死): a fragment, not a name
-            if (typ, str(v)) in seen:
-                continue
-            seen.add((typ, str(v)))
-            out.append(Entity(type=typ, value=v, text=text[s:e], start=s, end=e, negated=neg >= 0.5))
-        return _number_with_concurrency(text, out)
+        return _entities(self, text, pred)
+
+
+def _prediction(enc: Encoded, text: str, probs: np.ndarray, tag_p: np.ndarray, neg: np.ndarray) -> Prediction:
+    outside = TAGS.index("O")
+    spans = [(t, s, e, float(neg[idx].mean()), float(1.0 - tag_p[idx, outside].mean()))
+             for t, s, e, idx in decode_spans(enc, tag_p.argmax(-1), text[:MAX_TEXT_CHARS], tag_p)]
+    return Prediction(probs, spans)
+
+
+class JointEnsemble:
+    """Several joint adapters trained by the same recipe, read as one: their intent, tag and
+    negation probabilities are averaged before the thresholds and the span decoding.  Single
+    runs of the recipe land within about +-0.01 of each other on dev and each makes its own
+    mistakes; the average keeps what they agree on (docs/nlu.md, "ensemble").
+
+    Manifest (`ensemble.json` in a model directory): the member adapter files (relative to it)
+    and the thresholds and open-feature bar calibrated on dev for the average
+    (`python -m pipelines.nlu_ensemble`)."""
+
+    def __init__(self, manifest: str | Path, base: str | None = None, cache: bool = True, onnx: bool = True) -> None:
+        self.path = Path(manifest)
+        try:
+            self.cfg = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise JointModelError(f"{self.path}: unreadable ensemble manifest ({exc})") from None
+        if self.cfg.get("format") != ENSEMBLE_FORMAT:
+            raise JointModelError(f"{self.path}: unknown ensemble format {self.cfg.get('format')!r}")
+        members = self.cfg.get("members") or []
+        if len(members) < 2:
+            raise JointModelError(f"{self.path}: an ensemble needs at least two member adapters")
+        self.members = [JointModel(self.path.parent / m, base=base, cache=cache, onnx=onnx) for m in members]
+        m0 = self.members[0]
+        for m in self.members[1:]:
+            if m.labels != m0.labels or m.uses_bot_prev != m0.uses_bot_prev or m.cfg.get("max_len") != m0.cfg.get("max_len"):
+                raise JointModelError(f"{m.path}: labels or input differ from {m0.path}: not one ensemble")
+        self.labels = m0.labels
+        self.thresholds = np.array([self.cfg.get("thresholds", {}).get(n, 0.5) for n in self.labels], dtype=np.float32)
+        self.version: str = self.cfg.get("version") or "+".join(m.version for m in self.members)
+        self.input, self.uses_bot_prev = m0.input, m0.uses_bot_prev
+        gaz: dict = {}
+        for m in self.members:  # surface -> value tables: a later member wins a clash
+            for typ, table in (m.cfg.get("gazetteer") or {}).items():
+                gaz.setdefault(typ, {}).update(table)
+        self.values = ValueNormaliser(gaz)
+        self.open_feature_min_conf = float(self.cfg.get("open_feature_min_conf", 0.0))
+
+    def outputs(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        outs = [m.outputs(enc) for m in self.members]
+        return tuple(np.mean([o[i] for o in outs], axis=0) for i in range(3))  # type: ignore[return-value]
+
+    def predict(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> Prediction:
+        enc = self.input.encode(text, context, bot_prev if self.uses_bot_prev else None)
+        return _prediction(enc, text, *self.outputs(enc))
+
+    def entities(self, text: str, pred: Prediction) -> list[Entity]:
+        return _entities(self, text, pred)
+
+
+def load_joint(path: str | Path, base: str | None = None) -> JointModel | JointEnsemble:
+    """A joint adapter (.npz, or a directory with joint.npz) or an ensemble (ensemble.json, or a
+    directory with one: the ensemble wins)."""
+    p = Path(path)
+    if p.is_dir() and (p / ENSEMBLE_FILE).exists():
+        p = p / ENSEMBLE_FILE
+    if p.suffix == ".json":
+        return JointEnsemble(p, base=base)
+    return JointModel(p, base=base)
+
+
+def _entities(model: JointModel | JointEnsemble, text: str, pred: Prediction) -> list[Entity]:
+    out, seen = [], set()
+    for typ, s, e, neg, conf in pred.spans:
+        v = model.values(typ, text[s:e])
+        if typ == "feature" and conf < model.open_feature_min_conf and v == surface_key(text[s:e]):
+            # a capability in the caller's own words that the tagger is unsure of: the two
+            # labelling passes disagree most on these, so an unsure one costs more than it finds
+            continue
+        if typ in _NUMERIC and not isinstance(v, int):
+            continue  # a number type with no number in it (发, 同时): a tagging slip
+        if typ not in _NUMERIC and typ not in ("callback_time", "phone") and e - s == 1 and v == surface_key(text[s:e]):
+            continue  # one character that no table knows (并, 死): a fragment, not a name
+        if (typ, str(v)) in seen:
+            continue
+        seen.add((typ, str(v)))
+        out.append(Entity(type=typ, value=v, text=text[s:e], start=s, end=e, negated=neg >= 0.5))
+    return _number_with_concurrency(text, out)
 
 
 def _number_with_concurrency(text: str, ents: list[Entity]) -> list[Entity]:
@@ -500,9 +573,10 @@ class JointUnderstander:
     compliance intents the rules find are always added."""
 
     def __init__(self, path: str | Path = SHIPPED, rules=None, base: str | None = None, entity_mode: str | None = None) -> None:
+        # path: a joint adapter, an ensemble manifest, or a directory holding either (load_joint)
         from agent.nlu.rules import RuleUnderstander
 
-        self.model = JointModel(path, base=base)
+        self.model = load_joint(path, base=base)
         self.rules = rules or RuleUnderstander()
         self.version = self.model.version
         # "model": the tagger's spans and their values; "hybrid": where a rule entity of the same

@@ -125,6 +125,7 @@ class AsrStage(Stage):
             ev.TranscriptFinal, event, ctx, 0, text=text, language=result.language,
             confidence=None if result.avg_logprob is None else round(math.exp(result.avg_logprob), 4),
             asr_model=self.version, audio_ms=result.audio_ms, raw_text=raw, corrections=changes,
+            retracts_turn=event.retracts_turn,
         )
         log.info("final transcript", call_id=ctx.call_id, turn=event.turn, text=text, corrected=len(changes),
                  decode_ms=round(result.decode_ms), audio_ms=result.audio_ms)

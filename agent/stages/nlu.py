@@ -20,6 +20,12 @@ CONTEXT_TURNS = 3
 class NluCallState:
     said: list[str] = field(default_factory=list)  # the caller's previous final transcripts, newest last
     bot_prev: str = ""  # the agent's last reply ("" before it has said anything)
+    # what a retracted turn takes back (TranscriptFinal.retracts_turn): the caller's turn that
+    # said[-1] is, and the reply before the one to `bot_prev_turn` (the cut turn's reply was
+    # cancelled unheard, so the caller is still answering the one before it)
+    said_turn: int = 0
+    bot_prev_turn: int = 0
+    bot_before: str = ""
 
 
 class NluStage(Stage):
@@ -45,12 +51,21 @@ class NluStage(Stage):
     def handle(self, event: Any, ctx: CallContext) -> list[Emit]:
         state: NluCallState = ctx.state
         if isinstance(event, ev.BotReply):
-            state.bot_prev = event.text
+            if event.turn != state.bot_prev_turn:
+                state.bot_before = state.bot_prev
+            state.bot_prev, state.bot_prev_turn = event.text, event.turn
             return []
         if not isinstance(event, ev.TranscriptFinal):
             return []
+        if event.retracts_turn:
+            # this turn's words include the cut turn's: it is not context for itself
+            if state.said and state.said_turn == event.retracts_turn:
+                state.said.pop()
+            if state.bot_prev_turn == event.retracts_turn:
+                state.bot_prev, state.bot_prev_turn = state.bot_before, 0
         out = understand_turn(self.understander, event.text, tuple(state.said[-CONTEXT_TURNS:]), state.bot_prev)
         state.said.append(event.text)
+        state.said_turn = event.turn
         result = self.make(
             ev.NluResult,
             event,
@@ -61,5 +76,6 @@ class NluStage(Stage):
             entities=out.entities,
             decided_by=out.decided_by,
             model_version=out.version,
+            retracts_turn=event.retracts_turn,
         )
         return [Emit(topics.NLU, result)]

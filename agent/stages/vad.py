@@ -64,6 +64,7 @@ class CallAudio:
     heard: tuple[int, int, float] | None = None
     last_end_ms: int | None = None  # where the caller's last finished turn ended (media ms)
     last_start_ms: int = 0  # and where it started
+    retracts_turn: int = 0  # the cut turn the current one reaches back over (0: none)
 
     @property
     def media_ms(self) -> int:
@@ -111,7 +112,7 @@ class VadStage(Stage):
         return {**{k: getattr(state, k) for k in self._SNAPSHOT_FIELDS}, "turn": turn,
                 "barged": sorted(state.barged), "last_partial": state.last_partial,
                 "partial_id": state.partial_id, "heard": state.heard, "last_end_ms": state.last_end_ms,
-                "last_start_ms": state.last_start_ms}
+                "last_start_ms": state.last_start_ms, "retracts_turn": state.retracts_turn}
 
     def load_state(self, call_id: str, data: dict[str, Any]) -> CallAudio:
         st = self.new_state(call_id)
@@ -127,6 +128,7 @@ class VadStage(Stage):
         st.heard = tuple(data["heard"]) if data.get("heard") else None  # type: ignore[assignment]
         st.last_end_ms = data.get("last_end_ms")
         st.last_start_ms = data.get("last_start_ms", 0)
+        st.retracts_turn = data.get("retracts_turn", 0)
         # The next audio lands right after what was scored: the ring's sample clock goes on.
         st.ring.total = st.samples_scored
         return st
@@ -309,6 +311,7 @@ class VadStage(Stage):
                 # ... and this turn's audio reaches back over the cut, so the ASR and the NLU get
                 # the whole sentence, not its second half alone
                 st.turn.start_ms = st.last_start_ms
+                st.retracts_turn = st.caller_turns  # ... and takes that turn back (NLU, DST)
             return out
         if tev.kind in ("early", "pause"):
             # The partial leaves at the early point (~100 ms of silence), before the pause
@@ -334,6 +337,9 @@ class VadStage(Stage):
             return out
         if tev.kind == "end":
             seg = self._segment(st, tev, make, final=True)
+            if st.retracts_turn:
+                seg = seg.model_copy(update={"retracts_turn": st.retracts_turn})
+                st.retracts_turn = 0
             st.caller_turns += 1
             st.last_start_ms, st.last_end_ms = tev.start_ms, tev.end_ms
             return [Emit(topics.SPEECH, seg)]
