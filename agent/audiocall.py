@@ -24,6 +24,7 @@ import numpy as np
 from agent import events as ev
 from agent import topics
 from agent.bus.base import Bus
+from agent.reply_gate import ReplyGate
 from agent.speech.codec import PHONE_RATE, ulaw_decode
 from agent.speech.frames import pcm_to_ulaw_frames
 
@@ -108,8 +109,7 @@ class _Line:
         self.frame_index = 0
         self.stop = asyncio.Event()
         self.reply_started: dict[str, float] = {}  # reply id -> monotonic time playback began
-        self.barge_wall: dict[str, float] = {}
-        self.cancel_before_turn = 0  # a BargeIn without a reply id: replies to earlier turns are dropped
+        self.gate = ReplyGate()  # which replies may still play: the same rule as the phone bridge
         self.last_played: dict[str, float] = {}
         self.ready = asyncio.Event()
         self.started = time.monotonic()
@@ -140,17 +140,14 @@ class _Line:
 
     def _on_event(self, event: object) -> None:
         c = self.call
-        if (isinstance(event, (ev.AudioFrame, ev.ReplyAudioEnd)) and event.reply_event_id
-                and event.turn < self.cancel_before_turn):
-            self.barge_wall.setdefault(event.reply_event_id, time.time())  # a reply to a turn the caller went on from
         if isinstance(event, ev.AudioFrame) and event.reply_event_id:
-            if event.reply_event_id not in self.barge_wall:
+            if self.gate.passes(event):
                 self.queue.append(event)
         elif isinstance(event, ev.ReplyAudioEnd):
-            if event.reply_event_id in self.barge_wall:
-                self._played(event, interrupted=True)
-            else:
+            if self.gate.passes(event):
                 self.queue.append(event)  # reached when the frames before it have played
+            else:
+                self._played(event, interrupted=True)
         elif isinstance(event, ev.TranscriptFinal):
             c.transcripts.append(event)
         elif isinstance(event, ev.TranscriptPartial):
@@ -159,21 +156,17 @@ class _Line:
             c.replies.append(event)
         elif isinstance(event, ev.BargeIn):
             c.barge_ins.append(event)
-            if not event.reply_event_id:  # the caller went on: every reply to an earlier turn goes
-                self.cancel_before_turn = max(self.cancel_before_turn, event.turn)
-                stale = [f for f in self.queue if f.turn < event.turn]
-                self.queue = deque(f for f in self.queue if f.turn >= event.turn)
-                for f in stale:
-                    self.barge_wall.setdefault(f.reply_event_id, time.time())
-                    if isinstance(f, ev.ReplyAudioEnd):
-                        self._played(f, interrupted=True)
-            else:
-                self.barge_wall[event.reply_event_id] = time.time()
-                dropped_end = [f for f in self.queue if isinstance(f, ev.ReplyAudioEnd)
-                               and f.reply_event_id == event.reply_event_id]
-                self.queue = deque(f for f in self.queue if f.reply_event_id != event.reply_event_id)
-                for end in dropped_end:
-                    self._played(end, interrupted=True)
+            self.gate.on_barge_in(event)
+            # what is queued of a reply the gate now closes goes; its end is reported interrupted
+            keep: deque[ev.AudioFrame | ev.ReplyAudioEnd] = deque()
+            stale = []
+            for f in self.queue:
+                (keep if self.gate.passes(f) else stale).append(f)
+            self.queue = keep
+            for f in stale:
+                if isinstance(f, ev.ReplyAudioEnd):
+                    self._played(f, interrupted=True)
+            if event.reply_event_id:
                 played = self.last_played.get(event.reply_event_id)
                 c.stop_latency_ms[event.reply_event_id] = max(0.0, ((played or event.ts_wall) - event.ts_wall) * 1000)
 

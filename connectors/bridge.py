@@ -28,6 +28,7 @@ import structlog
 from agent import events as ev
 from agent import topics
 from agent.bus.base import Bus
+from agent.reply_gate import ReplyGate
 
 log = structlog.get_logger("dianxiao.connectors")
 
@@ -55,10 +56,8 @@ class CallTap:
 
     call_id: str
     sink: MediaSink
-    cancelled_replies: set[str] = field(default_factory=set)
+    gate: ReplyGate = field(default_factory=ReplyGate)  # which replies may still play (agent/reply_gate.py)
     agent_ended: bool = False  # the agent ended the call: do not announce the end again
-    #: replies to turns before this one are dropped (a BargeIn without a reply id)
-    cancel_before_turn: int = 0
     frames_out: int = 0
     frames_in: int = 0
     barge_ins: int = 0
@@ -169,10 +168,7 @@ class BusBridge:
         if tap is None:
             return
         if isinstance(event, ev.AudioFrame):
-            if event.codec != "pcmu8k" or (event.reply_event_id and event.reply_event_id in tap.cancelled_replies):
-                return
-            if event.reply_event_id and event.turn < tap.cancel_before_turn:
-                tap.cancelled_replies.add(event.reply_event_id)
+            if event.codec != "pcmu8k" or not tap.gate.passes(event):
                 return
             tap.frames_out += 1
             tap.sink.enqueue(event.payload)
@@ -180,10 +176,9 @@ class BusBridge:
             self._mark_end(tap, event)
         elif isinstance(event, ev.BargeIn):
             tap.barge_ins += 1
-            if event.reply_event_id:
-                tap.cancelled_replies.add(event.reply_event_id)
-            else:  # the caller went on before the reply to their last turn: drop what is queued
-                tap.cancel_before_turn = max(tap.cancel_before_turn, event.turn)
+            # the reply named, or (no id: the caller went on before the reply to their last turn)
+            # every reply to an earlier turn; what is queued goes either way
+            tap.gate.on_barge_in(event)
             dropped = tap.sink.flush()
             log.info("barge-in: bot audio stopped", call_id=event.call_id, dropped_frames=dropped)
         elif isinstance(event, ev.CallEnded) and event.stage != self.stage:
@@ -196,14 +191,13 @@ class BusBridge:
 
     def _mark_end(self, tap: CallTap, end: ev.ReplyAudioEnd) -> None:
         rid = end.reply_event_id
-        if end.turn < tap.cancel_before_turn:
-            tap.cancelled_replies.add(rid)
+        open_ = tap.gate.passes(end)
         loop = self._loop or asyncio.get_running_loop()
 
         def reached(dropped: bool) -> None:  # on the media loop when the connector is threaded
-            loop.call_soon_threadsafe(self._report_played, tap, end, dropped or rid in tap.cancelled_replies)
+            loop.call_soon_threadsafe(self._report_played, tap, end, dropped or tap.gate.is_cancelled(rid))
 
-        if rid in tap.cancelled_replies:
+        if not open_:
             reached(True)  # barged in before its end arrived: nothing more of it will play
         else:
             tap.sink.mark(reached)

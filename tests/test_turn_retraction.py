@@ -102,3 +102,26 @@ def test_only_the_turn_just_before_can_be_taken_back_and_the_undo_survives_a_res
     # a snapshot written before retractions existed (the DialogueState itself) still loads
     old = call.dst.load_state("c1", restored.state.model_dump(mode="json"))
     assert old.state == restored.state and old.before_last is None
+
+
+async def test_the_review_console_marks_a_turn_the_caller_took_back(tmp_path):
+    """QA reading the call sees which turn was a fragment and which holds the whole sentence."""
+    from agent import topics
+    from agent.bus import EmbeddedBus
+    from agent.calllog import CallLog
+    from agent.console.callview import build_call_view
+
+    bus = EmbeddedBus(tmp_path / "bus.sqlite")
+    await bus.start()
+    for topic, e in [
+        (topics.CONTROL, ev.CallStarted(call_id="c1", stage="sip", direction="inbound")),
+        (topics.TRANSCRIPTS, ev.TranscriptFinal(call_id="c1", stage="asr", turn=1, text=FRAGMENT)),
+        (topics.CONTROL, ev.BargeIn(call_id="c1", stage="vad", turn=2, reply_event_id=None)),
+        (topics.TRANSCRIPTS, ev.TranscriptFinal(call_id="c1", stage="asr", turn=2, text=WHOLE, retracts_turn=1)),
+    ]:
+        await bus.publish(topic, "c1", ev.encode(e))
+    await bus.close()
+    view = build_call_view(CallLog(tmp_path / "bus.sqlite"), "c1", {}, mask=False)
+    by_turn = {t.turn: t for t in view.turns}
+    assert by_turn[1].taken_back_by == 2 and by_turn[2].taken_back_by is None
+    assert by_turn[2].caller_text == WHOLE

@@ -48,6 +48,7 @@ class TurnView:
     reply_id: str | None = None
     action: str | None = None
     barge_in: str | None = None
+    taken_back_by: int | None = None  # a later turn that reached back over this one (TranscriptFinal.retracts_turn)
     latency_ms: dict[str, float] = field(default_factory=dict)
     times: dict[str, StageTime] = field(default_factory=dict)
     dead_letters: list[str] = field(default_factory=list)
@@ -108,6 +109,8 @@ def build_call_view(log: CallLog, call_id: str, labels: dict[int, TurnLabel], ma
             t.partials.append(e.text)
         elif isinstance(e, ev.TranscriptFinal):
             t.caller_text, t.confidence, t.language = e.text, e.confidence, e.language
+            if e.retracts_turn:
+                tv(e.retracts_turn).taken_back_by = e.turn
         elif isinstance(e, ev.NluResult):
             t.intents = [(i.name, i.score) for i in e.intents]
             t.entities = [x.model_dump(mode="json") for x in e.entities]

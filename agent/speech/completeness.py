@@ -144,6 +144,31 @@ def examples(lines: Sequence[str], cuts_per_line: int = 2, seed: int = 17,
     return out
 
 
+def word_cut_examples(sentences: Sequence[Sequence[str]], cuts_per_sentence: int = 1, seed: int = 19,
+                      min_chars: int = 6) -> list[tuple[str, int]]:
+    """Labelled text from general written Chinese split into words (a sentence = its words).
+
+    Complete (1): each sentence that ends in a full stop, question or exclamation mark.
+    Incomplete (0): the same sentence cut at a *word* boundary from a fifth of it to before its
+    last word: a speaker pauses between words, so that is where a pause cuts a sentence.  The
+    callers' own corpus teaches what a finished request reads like; this teaches what an
+    unfinished clause of any subject reads like ("零零后会成为", "民警及时到场进行")."""
+    rng = random.Random(seed)
+    out: list[tuple[str, int]] = []
+    for words in sentences:
+        text = "".join(words)
+        if len(normalise(text)) < min_chars or not _SENTENCE_END.search(words[-1]):
+            continue
+        out.append((normalise(text), 1))
+        bounds = [len("".join(words[:k])) for k in range(1, len(words) - 1)]
+        bounds = [b for b in bounds if b >= len(text) // 5]
+        for b in rng.sample(bounds, min(cuts_per_sentence, len(bounds))):
+            prefix = normalise(text[:b])
+            if prefix:
+                out.append((prefix, 0))
+    return out
+
+
 def train(data: Sequence[tuple[str, int]], epochs: int = 300, lr: float = 0.05, l2: float = 1e-6,
           meta: dict | None = None) -> CompletenessModel:
     """Full-batch logistic regression (Adam) on hashed features, classes weighted to balance."""
