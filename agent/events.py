@@ -152,7 +152,8 @@ class SpeechSegment(Envelope):
     audio_pcm16: bytes = b""
     #: the caller's earlier turn this one takes back: they went on before the reply to it started,
     #: so this turn's audio reaches back over it and what was understood from it no longer counts
-    retracts_turn: int | None = Field(default=None, ge=1)
+    #: (left out of the JSON when None, so a stage of an older build still reads the event)
+    retracts_turn: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
 
 
 # --- understanding ------------------------------------------------------------------------
@@ -177,7 +178,8 @@ class TranscriptFinal(Envelope):
     corrections: list[dict[str, Any]] = Field(default_factory=list)
     #: the caller's earlier turn this one takes back: they went on before the reply to it started,
     #: so this turn's audio reaches back over it and what was understood from it no longer counts
-    retracts_turn: int | None = Field(default=None, ge=1)
+    #: (left out of the JSON when None, so a stage of an older build still reads the event)
+    retracts_turn: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
 
 
 class Intent(BaseModel):
@@ -205,7 +207,8 @@ class NluResult(Envelope):
     model_version: str = "rules-1"
     #: the caller's earlier turn this one takes back: they went on before the reply to it started,
     #: so this turn's audio reaches back over it and what was understood from it no longer counts
-    retracts_turn: int | None = Field(default=None, ge=1)
+    #: (left out of the JSON when None, so a stage of an older build still reads the event)
+    retracts_turn: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
 
 
 class DialogueStateUpdated(Envelope):

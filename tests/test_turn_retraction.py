@@ -125,3 +125,13 @@ async def test_the_review_console_marks_a_turn_the_caller_took_back(tmp_path):
     by_turn = {t.turn: t for t in view.turns}
     assert by_turn[1].taken_back_by == 2 and by_turn[2].taken_back_by is None
     assert by_turn[2].caller_text == WHOLE
+
+
+def test_an_event_without_a_retraction_is_written_as_before_so_an_older_stage_still_reads_it():
+    """Events reject unknown fields; the new one is left out of the JSON while it is empty."""
+    import json
+
+    plain = json.loads(ev.encode(ev.TranscriptFinal(call_id="c1", turn=2, text=WHOLE)))
+    assert "retracts_turn" not in plain
+    taken = ev.decode(ev.encode(ev.TranscriptFinal(call_id="c1", turn=2, text=WHOLE, retracts_turn=1)))
+    assert taken.retracts_turn == 1
