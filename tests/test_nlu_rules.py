@@ -34,10 +34,19 @@ def test_the_composite_request_from_the_issue_yields_all_three_needs(nlu):
 
 @pytest.mark.parametrize(
     ("spoken", "value"),
-    [("一千", 1000), ("两万", 20000), ("三千五", 3500), ("1.5万", 15000), ("一万二", 12000), ("2k", 2000), ("十五", 15)],
+    [("一千", 1000), ("两万", 20000), ("三千五", 3500), ("1.5万", 15000), ("一万二", 12000), ("2k", 2000), ("十五", 15),
+     # the ASR writes the leading digit in Arabic and keeps the spoken tail: 1万5 is 一万五
+     ("1万5", 15000), ("3千5", 3500), ("1万5千", 15000), ("2百5", 250), ("12万5", 125000)],
 )
 def test_spoken_numbers_are_normalised(spoken, value):
     assert parse_number(spoken) == value
+
+
+def test_a_budget_the_asr_wrote_half_in_digits_is_read_whole(nlu):
+    from agent.nlu.numbers import find_numbers
+
+    assert find_numbers("预算1万5左右") == [(2, 5, 15000)]
+    assert find_numbers("要3台，1万5一台") == [(1, 2, 3), (4, 7, 15000), (7, 8, 1)]
 
 
 def test_a_caller_states_concurrency_budget_and_term_in_one_breath(nlu):

@@ -1,5 +1,5 @@
 """Spoken and written numbers -> int: 一千 -> 1000, 两万 -> 20000, 三千五 -> 3500, 1.5万 -> 15000,
-一万二 -> 12000, 2k -> 2000, 十来万 -> 100000.  Phone numbers are handled elsewhere (cn2an reads
+一万二 -> 12000, 1万5 -> 15000, 2k -> 2000, 十来万 -> 100000.  Phone numbers are handled elsewhere (cn2an reads
 them as quantities, so this module does not use it)."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ SUFFIX = {"k": 1000, "w": 10_000, "千": 1000, "万": 10_000, "亿": 100_000_000
 _CN = "零〇一幺二两俩三仨四五六七八九十百千万亿"
 # a number token: Arabic (with optional decimals / k / w / 万 suffixes) or Chinese numerals
 NUMBER = (
-    rf"(?:\d+(?:\.\d+)?(?:\s*(?:[kw](?![a-z])|[千万亿百])+)?|[{_CN}]+(?:点[{_CN[:-5]}]+)?[千万亿]?)"
+    rf"(?:\d+[千万亿百]\d(?![\d.])[千百]?"  # 1万5, 3千5, 1万5千: the ASR's digits with the spoken tail
+    rf"|\d+(?:\.\d+)?(?:\s*(?:[kw](?![a-z])|[千万亿百])+)?|[{_CN}]+(?:点[{_CN[:-5]}]+)?[千万亿]?)"
 )
 NUMBER_RE = re.compile(NUMBER)
 _FUZZY = re.compile(r"[来多余几]")
@@ -69,6 +70,10 @@ def parse_number(token: str) -> int | None:
     if not t:
         return None
     t = _FUZZY.sub("", t) or t
+    m = re.fullmatch(r"(\d+)([千万亿百])(\d)([千百]?)", t)
+    if m:  # 1万5 = 15000, 3千5 = 3500 (a bare tail digit is one unit down), 1万5千 = 15000
+        head, unit, tail, tail_unit = m.groups()
+        return int(head) * SUFFIX[unit] + int(tail) * (SUFFIX[tail_unit] if tail_unit else SUFFIX[unit] // 10)
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([kw千万亿百]*)", t)
     if m:
         value = float(m.group(1))
