@@ -289,6 +289,8 @@ def test_int8_onnx_export_of_the_merged_layers_is_used_when_present(trained, tmp
     assert onnx.exists() and not (tmp_path / "joint.fp32.onnx").exists()
     fast, slow = JointModel(adapter, cache=False), JointModel(adapter, cache=False, onnx=False)
     assert fast.session is not None and slow.session is None
+    # named by its folder (DIANXIAO_NLU_MODEL=DIR, --nlu-model DIR), the same INT8 layers run
+    assert JointModel(tmp_path, cache=False).session is not None
     for text in ("我要一千并发的云服务器", "喂"):
         enc = fast.input.encode(text, ["有异地备份吗"])
         assert np.abs(fast.hidden(enc.ids, enc.type_ids) - slow.hidden(enc.ids, enc.type_ids)).max() < 0.2

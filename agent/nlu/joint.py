@@ -371,6 +371,8 @@ class JointModel:
         from agent.nlu.encoder import BertWeights, MergedCache, NumpyEncoder, merge_lora, tokenizer_path
 
         self.path = Path(path)
+        if self.path.is_dir():  # the INT8 layers are looked up beside the adapter file, not the folder
+            self.path = self.path / "joint.npz"
         self.cfg, arrays = read_adapter(self.path)
         self.labels: list[str] = self.cfg["labels"]
         self.thresholds = np.array([self.cfg["thresholds"].get(n, 0.5) for n in self.labels], dtype=np.float32)
