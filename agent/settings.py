@@ -96,7 +96,11 @@ class Settings(BaseSettings):
         default=50, ge=1, description="consumer fetch long-poll; Tansu waits it out on every hop (Kafka does not)"
     )
     playbook: str = Field(default="cloud_saas", description="playbook name (agent/data/playbooks/NAME.yaml) or path")
-    nlu_model: str | None = Field(default=None, description="directory of a trained NLU model; none = rules")
+    nlu_model: str | None = Field(
+        default=None,
+        description="none = the shipped joint model ('joint'); 'rules'; a joint adapter (.npz or its folder); an "
+                    "ensemble of adapters (ensemble.json or its folder, pipelines/nlu_ensemble.py); an ONNX intent-model folder",
+    )
     llm_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to phrase replies; none = templates"
     )

@@ -2,8 +2,9 @@
 
 `Understander` is the interface the NLU stage calls; `load_understander(settings.nlu_model)`
 picks the understander: "rules", "joint" (the shipped joint model, agent/data/nlu/model/joint.npz),
-a joint adapter file (.npz, or a directory holding joint.npz), or an exported ONNX intent-model
-directory (meta.json).  None means `DEFAULT_MODEL`."""
+a joint adapter file (.npz, or a directory holding joint.npz), an ensemble of joint adapters
+(ensemble.json, or a directory holding one: `python -m pipelines.nlu_ensemble`), or an exported
+ONNX intent-model directory (meta.json).  None means `DEFAULT_MODEL`."""
 
 from __future__ import annotations
 
