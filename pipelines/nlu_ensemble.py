@@ -17,8 +17,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 from agent.nlu.joint import ENSEMBLE_FILE, ENSEMBLE_FORMAT, JointEnsemble, JointUnderstander, read_adapter
 
 
@@ -56,18 +54,11 @@ def calibrate_ensemble(manifest: Path, base: str | None = None, dev: list | None
     from agent.nlu.corpus import load_split
     from agent.nlu.evaluate import evaluate
     from agent.nlu.rules import RuleUnderstander
-    from pipelines.nlu_joint import calibrate_open_feature_conf
-    from pipelines.nlu_train import calibrate
+    from pipelines.nlu_joint import calibrate_open_feature_conf, dev_thresholds
 
     dev = load_split("dev") if dev is None else dev
     ens = JointEnsemble(manifest, base=base)
-    names = ens.labels
-    probs = np.stack([ens.predict(ex.text, ex.context, ex.bot_prev).probs for ex in dev])
-    y = np.zeros((len(dev), len(names)), dtype=np.float32)
-    for r, ex in enumerate(dev):
-        for n in ex.intents:
-            y[r, names.index(n)] = 1.0
-    thr = calibrate(probs, y, names)
+    thr = dev_thresholds(ens, dev, ens.labels)
     cfg = json.loads(manifest.read_text(encoding="utf-8"))
     cfg["thresholds"] = thr
     manifest.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")

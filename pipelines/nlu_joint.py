@@ -305,21 +305,27 @@ def calibrate_open_feature_conf(und, examples) -> tuple[float, dict]:
     return best, best_res
 
 
+def dev_thresholds(model, dev: list[CorpusExample], names: list[str]) -> dict[str, float]:
+    """Per-intent thresholds for `model`'s probabilities (a JointModel or JointEnsemble, run
+    exactly as at run time), chosen on the dev lines."""
+    from pipelines.nlu_train import calibrate
+
+    probs = np.stack([model.predict(ex.text, ex.context, ex.bot_prev).probs for ex in dev])
+    y = np.zeros((len(dev), len(names)), dtype=np.float32)
+    for r, ex in enumerate(dev):
+        for n in ex.intents:
+            y[r, names.index(n)] = 1.0
+    return calibrate(probs, y, names)
+
+
 def score(path: Path, dev: list[CorpusExample], names: list[str], base: str | None, rules: bool) -> dict:
     """Calibrate thresholds on dev with the numpy run time itself, then the dev figures of the
     joint understander (and of the rules, for comparison)."""
     from agent.nlu.evaluate import evaluate
     from agent.nlu.joint import JointModel, JointUnderstander
     from agent.nlu.rules import RuleUnderstander
-    from pipelines.nlu_train import calibrate
 
-    jm = JointModel(path, base=base, cache=False)
-    probs = np.stack([jm.predict(ex.text, ex.context, ex.bot_prev).probs for ex in dev])
-    y = np.zeros((len(dev), len(names)), dtype=np.float32)
-    for r, ex in enumerate(dev):
-        for n in ex.intents:
-            y[r, names.index(n)] = 1.0
-    thr = calibrate(probs, y, names)
+    thr = dev_thresholds(JointModel(path, base=base, cache=False), dev, names)
     set_config(path, thresholds=thr)
     rule_und = RuleUnderstander()
     und = JointUnderstander(path, rules=rule_und, base=base)
