@@ -142,6 +142,13 @@ class SpeechStarted(Envelope):
     start_ms: int = 0
 
 
+#: on a caller turn: the earlier turn this one takes back — the caller went on before the reply to
+#: it started, so this turn's audio reaches back over it and what was understood from it no longer
+#: counts (VAD -> ASR -> NLU -> DST).  Left out of the JSON when None, so a stage of an older build
+#: still reads every event that does not use it.
+RetractsTurn = Annotated[int | None, Field(ge=1, exclude_if=lambda v: v is None)]
+
+
 class SpeechSegment(Envelope):
     """One caller utterance as detected by VAD/endpointing (PCM16 16 kHz)."""
 
@@ -150,10 +157,7 @@ class SpeechSegment(Envelope):
     end_ms: int = 0
     final: bool = True
     audio_pcm16: bytes = b""
-    #: the caller's earlier turn this one takes back: they went on before the reply to it started,
-    #: so this turn's audio reaches back over it and what was understood from it no longer counts
-    #: (left out of the JSON when None, so a stage of an older build still reads the event)
-    retracts_turn: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
+    retracts_turn: RetractsTurn = None
 
 
 # --- understanding ------------------------------------------------------------------------
@@ -176,10 +180,7 @@ class TranscriptFinal(Envelope):
     raw_text: str | None = None
     #: each correction: {"start", "end", "before", "after", "kind", "id", "score", "note"}
     corrections: list[dict[str, Any]] = Field(default_factory=list)
-    #: the caller's earlier turn this one takes back: they went on before the reply to it started,
-    #: so this turn's audio reaches back over it and what was understood from it no longer counts
-    #: (left out of the JSON when None, so a stage of an older build still reads the event)
-    retracts_turn: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
+    retracts_turn: RetractsTurn = None
 
 
 class Intent(BaseModel):
@@ -205,10 +206,7 @@ class NluResult(Envelope):
     entities: list[Entity] = Field(default_factory=list)
     decided_by: Literal["rule", "model"] = "rule"
     model_version: str = "rules-1"
-    #: the caller's earlier turn this one takes back: they went on before the reply to it started,
-    #: so this turn's audio reaches back over it and what was understood from it no longer counts
-    #: (left out of the JSON when None, so a stage of an older build still reads the event)
-    retracts_turn: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
+    retracts_turn: RetractsTurn = None
 
 
 class DialogueStateUpdated(Envelope):

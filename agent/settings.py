@@ -156,8 +156,8 @@ class Settings(BaseSettings):
         description="keep a Smart Turn end only when the partial transcript's words read finished "
         "(agent/speech/completeness.py); else hold the turn up to turn_semantic_hold_ms of silence. "
         "On since session 8: live at 10 calls it cut premature endpoints 34 of 159 -> 19 of 150 turns "
-        "with no latency cost once the bench's priority inversion was gone (docs/telephony.md); false: "
-        "Smart Turn alone (about 100 ms sooner when words would hold, more callers cut off)",
+        "for about 150 ms more endpoint wait at p50 (docs/telephony.md); false: Smart Turn alone "
+        "(sooner, more callers cut off)",
     )
     turn_semantic_model: Path | None = Field(
         default=None, description="turn-completeness weights (.npz); default: agent/data/turn/completeness.npz")

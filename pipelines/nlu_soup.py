@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.nlu.joint import read_adapter
+from agent.nlu.joint import merged_gazetteer, read_adapter
 from pipelines.nlu_joint import export_onnx, rescore, write_adapter
 
 
@@ -67,10 +67,7 @@ def average_adapters(paths: list[Path]) -> dict[str, np.ndarray]:
     for name in ("tokenizer.json", "vocab_ids"):
         if name in arr0:
             out[name] = arr0[name]
-    gaz: dict = {}
-    for cfg, _a in members:  # surface -> value tables: the later (larger-corpus) member wins a clash
-        for typ, table in (cfg.get("gazetteer") or {}).items():
-            gaz.setdefault(typ, {}).update(table)
+    gaz = merged_gazetteer([cfg for cfg, _a in members])  # the later (larger-corpus) member wins a clash
     rank = sum(int(cfg.get("lora_r", 1)) for cfg, _a in members)
     config = {key: v for key, v in cfg0.items() if key not in ("onnx", "onnx_weights", "dev")}
     config.update(

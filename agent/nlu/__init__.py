@@ -61,7 +61,7 @@ def load_understander(model_dir: str | None = None) -> Understander:
     choice = model_dir or DEFAULT_MODEL
     if choice == "rules":
         return RuleUnderstander()
-    from agent.nlu.joint import SHIPPED, JointUnderstander
+    from agent.nlu.joint import SHIPPED, JointUnderstander, is_joint_path
 
     if choice == "joint":
         if not model_dir and not SHIPPED.exists():
@@ -76,7 +76,7 @@ def load_understander(model_dir: str | None = None) -> Understander:
                 return RuleUnderstander()
         return JointUnderstander(SHIPPED)
     p = Path(choice)
-    if p.suffix == ".npz" or p.name == "ensemble.json" or (p / "joint.npz").exists() or (p / "ensemble.json").exists():
+    if is_joint_path(p):
         return JointUnderstander(p)
     from agent.nlu.model import ModelUnderstander
 

@@ -366,7 +366,56 @@ class Prediction:
     spans: list[tuple[str, int, int, float, float]]  # type, char start, end, negated prob, span confidence (1 - P(O))
 
 
-class JointModel:
+class JointReader:
+    """What a single adapter and an ensemble share once they have `outputs`: the input
+    encoding, the span decoding and the value rules for the spans."""
+
+    input: JointInput
+    uses_bot_prev: bool
+    values: ValueNormaliser
+    open_feature_min_conf: float
+
+    def outputs(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Intent probabilities (n_labels,), tag probabilities (tokens, tags), P(negated) (tokens,)."""
+        raise NotImplementedError
+
+    def predict(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> Prediction:
+        enc = self.input.encode(text, context, bot_prev if self.uses_bot_prev else None)
+        probs, tag_p, neg = self.outputs(enc)
+        outside = TAGS.index("O")
+        spans = [(t, s, e, float(neg[idx].mean()), float(1.0 - tag_p[idx, outside].mean()))
+                 for t, s, e, idx in decode_spans(enc, tag_p.argmax(-1), text[:MAX_TEXT_CHARS], tag_p)]
+        return Prediction(probs, spans)
+
+    def entities(self, text: str, pred: Prediction) -> list[Entity]:
+        out, seen = [], set()
+        for typ, s, e, neg, conf in pred.spans:
+            v = self.values(typ, text[s:e])
+            if typ == "feature" and conf < self.open_feature_min_conf and v == surface_key(text[s:e]):
+                # a capability in the caller's own words that the tagger is unsure of: the two
+                # labelling passes disagree most on these, so an unsure one costs more than it finds
+                continue
+            if typ in _NUMERIC and not isinstance(v, int):
+                continue  # a number type with no number in it (发, 同时): a tagging slip
+            if typ not in _NUMERIC and typ not in ("callback_time", "phone") and e - s == 1 and v == surface_key(text[s:e]):
+                continue  # one character that no table knows (并, 死): a fragment, not a name
+            if (typ, str(v)) in seen:
+                continue
+            seen.add((typ, str(v)))
+            out.append(Entity(type=typ, value=v, text=text[s:e], start=s, end=e, negated=neg >= 0.5))
+        return _number_with_concurrency(text, out)
+
+
+def merged_gazetteer(configs: Sequence[dict]) -> dict[str, dict[str, Any]]:
+    """The span -> value tables of several adapters' configs as one; a later one wins a clash."""
+    gaz: dict[str, dict[str, Any]] = {}
+    for cfg in configs:
+        for typ, table in (cfg.get("gazetteer") or {}).items():
+            gaz.setdefault(typ, {}).update(table)
+    return gaz
+
+
+class JointModel(JointReader):
     def __init__(self, path: str | Path = SHIPPED, base: str | None = None, cache: bool = True, onnx: bool = True) -> None:
         from agent.nlu.encoder import BertWeights, MergedCache, NumpyEncoder, merge_lora, tokenizer_path
 
@@ -452,29 +501,14 @@ class JointModel:
         return self.encoder.forward(ids, type_ids)
 
     def outputs(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Intent probabilities (n_labels,), tag probabilities (tokens, tags), P(negated) (tokens,)."""
         hs = self.hidden(enc.ids, enc.type_ids)
         probs = _sigmoid(_ln(hs.mean(0), self.norm_w, self.norm_b) @ self.cls_w + self.cls_b)
         tag_p = _softmax(hs @ self.tag_w + self.tag_b)
         neg = _sigmoid(hs @ self.neg_w + self.neg_b)[:, 0]
         return probs, tag_p, neg
 
-    def predict(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> Prediction:
-        enc = self.input.encode(text, context, bot_prev if self.uses_bot_prev else None)
-        return _prediction(enc, text, *self.outputs(enc))
 
-    def entities(self, text: str, pred: Prediction) -> list[Entity]:
-        return _entities(self, text, pred)
-
-
-def _prediction(enc: Encoded, text: str, probs: np.ndarray, tag_p: np.ndarray, neg: np.ndarray) -> Prediction:
-    outside = TAGS.index("O")
-    spans = [(t, s, e, float(neg[idx].mean()), float(1.0 - tag_p[idx, outside].mean()))
-             for t, s, e, idx in decode_spans(enc, tag_p.argmax(-1), text[:MAX_TEXT_CHARS], tag_p)]
-    return Prediction(probs, spans)
-
-
-class JointEnsemble:
+class JointEnsemble(JointReader):
     """Several joint adapters trained by the same recipe, read as one: their intent, tag and
     negation probabilities are averaged before the thresholds and the span decoding.  Single
     runs of the recipe land within about +-0.01 of each other on dev and each makes its own
@@ -504,26 +538,21 @@ class JointEnsemble:
         self.thresholds = np.array([self.cfg.get("thresholds", {}).get(n, 0.5) for n in self.labels], dtype=np.float32)
         self.version: str = self.cfg.get("version") or "+".join(m.version for m in self.members)
         self.input, self.uses_bot_prev = m0.input, m0.uses_bot_prev
-        gaz: dict = {}
-        for m in self.members:  # surface -> value tables: a later member wins a clash
-            for typ, table in (m.cfg.get("gazetteer") or {}).items():
-                gaz.setdefault(typ, {}).update(table)
-        self.values = ValueNormaliser(gaz)
+        self.values = ValueNormaliser(merged_gazetteer([m.cfg for m in self.members]))
         self.open_feature_min_conf = float(self.cfg.get("open_feature_min_conf", 0.0))
 
     def outputs(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         outs = [m.outputs(enc) for m in self.members]
         return tuple(np.mean([o[i] for o in outs], axis=0) for i in range(3))  # type: ignore[return-value]
 
-    def predict(self, text: str, context: Sequence[str] = (), bot_prev: str | None = None) -> Prediction:
-        enc = self.input.encode(text, context, bot_prev if self.uses_bot_prev else None)
-        return _prediction(enc, text, *self.outputs(enc))
 
-    def entities(self, text: str, pred: Prediction) -> list[Entity]:
-        return _entities(self, text, pred)
+def is_joint_path(p: Path) -> bool:
+    """Names a joint adapter (.npz, or a folder holding joint.npz) or an ensemble (ensemble.json,
+    or a folder holding one): what `load_joint` reads."""
+    return p.suffix == ".npz" or p.name == ENSEMBLE_FILE or (p / SHIPPED.name).exists() or (p / ENSEMBLE_FILE).exists()
 
 
-def load_joint(path: str | Path, base: str | None = None) -> JointModel | JointEnsemble:
+def load_joint(path: str | Path, base: str | None = None) -> JointReader:
     """A joint adapter (.npz, or a directory with joint.npz) or an ensemble (ensemble.json, or a
     directory with one: the ensemble wins)."""
     p = Path(path)
@@ -532,25 +561,6 @@ def load_joint(path: str | Path, base: str | None = None) -> JointModel | JointE
     if p.suffix == ".json":
         return JointEnsemble(p, base=base)
     return JointModel(p, base=base)
-
-
-def _entities(model: JointModel | JointEnsemble, text: str, pred: Prediction) -> list[Entity]:
-    out, seen = [], set()
-    for typ, s, e, neg, conf in pred.spans:
-        v = model.values(typ, text[s:e])
-        if typ == "feature" and conf < model.open_feature_min_conf and v == surface_key(text[s:e]):
-            # a capability in the caller's own words that the tagger is unsure of: the two
-            # labelling passes disagree most on these, so an unsure one costs more than it finds
-            continue
-        if typ in _NUMERIC and not isinstance(v, int):
-            continue  # a number type with no number in it (发, 同时): a tagging slip
-        if typ not in _NUMERIC and typ not in ("callback_time", "phone") and e - s == 1 and v == surface_key(text[s:e]):
-            continue  # one character that no table knows (并, 死): a fragment, not a name
-        if (typ, str(v)) in seen:
-            continue
-        seen.add((typ, str(v)))
-        out.append(Entity(type=typ, value=v, text=text[s:e], start=s, end=e, negated=neg >= 0.5))
-    return _number_with_concurrency(text, out)
 
 
 def _number_with_concurrency(text: str, ents: list[Entity]) -> list[Entity]:
