@@ -148,6 +148,13 @@ class SpeechStarted(Envelope):
 #: still reads every event that does not use it.
 RetractsTurn = Annotated[int | None, Field(ge=1, exclude_if=lambda v: v is None)]
 
+#: Why the VAD ended a caller's turn (a final segment): "smart_turn" (Smart Turn alone),
+#: "smart_turn+words" (Smart Turn and the words of the partial agreed), "smart_turn_no_words"
+#: (the words were late, Smart Turn decided), "semantic_hold" (the words read unfinished and the
+#: hold ran out), "max_silence", "max_turn", "hangup".  For QA ("why did the bot cut me off?")
+#: and the endpointing benches; left out of the JSON when None, like `retracts_turn`.
+EndReason = Annotated[str | None, Field(max_length=32, exclude_if=lambda v: v is None)]
+
 
 class SpeechSegment(Envelope):
     """One caller utterance as detected by VAD/endpointing (PCM16 16 kHz)."""
@@ -158,6 +165,7 @@ class SpeechSegment(Envelope):
     final: bool = True
     audio_pcm16: bytes = b""
     retracts_turn: RetractsTurn = None
+    end_reason: EndReason = None
 
 
 # --- understanding ------------------------------------------------------------------------

@@ -78,9 +78,12 @@ def test_a_mid_sentence_pause_does_not_cut_the_caller_off(vad_models, clip):
     # Silence alone (500 ms) would end the turn in the pause ...
     silence_only, _ = run_stage(VadStage(silero, None, TurnParams(max_silence_ms=500)), audio)
     assert len(finals(silence_only)) == 2
+    # ... and the log says why each turn ended, for the QA reviewer asking "why was I cut off?"
+    assert [f.end_reason for f in finals(silence_only)] == ["max_silence", "max_silence"]
     # ... Smart Turn hears that the sentence is unfinished and waits: one turn, whole sentence.
     out, _ = run_stage(VadStage(silero, smart), audio)
     (final,) = finals(out)
+    assert final.end_reason in ("smart_turn", "max_silence")
     assert final.turn == 1 and final.start_ms < 900 and final.end_ms > (len(audio) / 16 - 2000) - 400
     assert len(final.audio_pcm16) == (final.end_ms - final.start_ms) * 32
     # the pause still produced a partial segment for the ASR to decode early

@@ -336,7 +336,7 @@ class VadStage(Stage):
                     out += self._emit_turn(st, end_turn(st.turn, self.params, "smart_turn"), cause, ctx, index)
             return out
         if tev.kind == "end":
-            seg = self._segment(st, tev, make, final=True)
+            seg = self._segment(st, tev, make, final=True, end_reason=tev.reason or None)
             if st.retracts_turn:
                 seg = seg.model_copy(update={"retracts_turn": st.retracts_turn})
                 st.retracts_turn = 0
@@ -352,10 +352,11 @@ class VadStage(Stage):
             return False
         return st.bot_reply is None or st.bot_start_ms < st.last_end_ms
 
-    def _segment(self, st: CallAudio, tev: TurnEvent, make: Any, final: bool) -> ev.SpeechSegment:
+    def _segment(self, st: CallAudio, tev: TurnEvent, make: Any, final: bool,
+                 end_reason: str | None = None) -> ev.SpeechSegment:
         audio = st.ring.slice(_sample(tev.start_ms), _sample(tev.end_ms))
         return make(ev.SpeechSegment, start_ms=tev.start_ms, end_ms=tev.end_ms, final=final,
-                    audio_pcm16=audio.astype("<i2").tobytes())
+                    audio_pcm16=audio.astype("<i2").tobytes(), end_reason=end_reason)
 
     # --- the bot's audio ------------------------------------------------------------------
 
