@@ -102,3 +102,36 @@ def test_template_lines_get_spans_where_the_value_is_found(tmp_path):
     got = {(s.type, ex.text[s.start:s.end], s.value) for s in ex.entities}
     assert ("product", "云服务器", "cloud_server") in got
     assert any(t == "concurrency" and v == 1000 and "一千" in surf for t, surf, v in got)
+
+
+def _script(**kw) -> str:
+    obj = {"id": "w01-s01", "writer": "w01", "domain": "cloud",
+           "turns": ["云服务器多少钱", "要四核八G的，五台"], "bot": ["您需要什么配置？"],
+           "expected_slots": {"product": "cloud_server", "quantity": 5}, "expected_active_intents": ["price_inquiry"]}
+    obj.update(kw)
+    return json.dumps(obj, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"bot": []}, "'bot' must be 1 strings"),
+    ({"turns": ["只有一句"], "bot": []}, "'turns' must be 2-6"),
+    ({"expected_slots": {"prodcut": "cloud_server"}}, "unknown slot 'prodcut'"),
+    ({"expected_slots": {"quantity": "五台"}}, "slot 'quantity' must be a number"),
+    ({"expected_slots": {"features": "gpu"}}, "slot 'features' must be a list"),
+    ({"expected_active_intents": ["price_enquiry"]}, "unknown intent 'price_enquiry'"),
+])
+def test_a_bad_script_is_an_error_naming_file_and_line(tmp_path, kw, message):
+    from agent.nlu.corpus import check_scripts_file
+
+    path = tmp_path / "w01.jsonl"
+    path.write_text(_script() + "\n" + _script(**kw) + "\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=message) as err:
+        check_scripts_file(path)
+    assert f"{path}:2" in str(err.value)
+
+
+def test_the_shipped_scripts_pass_their_checks():
+    from agent.nlu.corpus import SCRIPT_DIR, check_scripts_file, writer_files
+
+    files = writer_files(SCRIPT_DIR)
+    assert len(files) >= 90 and all(check_scripts_file(p) >= 1 for p in files.values())

@@ -1,6 +1,7 @@
 """The hand-written caller corpus (docs/nlu-labelling.md): reading it by split, with strict checks.
 
     agent/data/nlu/corpus/utterances/<writer>.jsonl   one caller utterance a line
+    agent/data/nlu/corpus/scripts/<writer>.jsonl      one multi-turn caller script a line (DST gold)
     agent/data/nlu/corpus/writers.yaml                (optional) writer id -> split
 
 Splits are by writer: `writers.yaml` when present (`w07: train` or `w07: {split: train, ...}`),
@@ -9,7 +10,8 @@ frozen: nothing may be trained or tuned on them (`load_split("test")` is for the
 
 Checks (each a `CorpusError` naming the file and line): unknown intent or entity type (the
 taxonomy in agent/data/taxonomy.yaml), `other` together with another intent, a span that is not
-a substring of the text, a missing/ill-typed field.  A line that is not JSON at all is skipped
+a substring of the text, a missing/ill-typed field; in a script, 2-6 turns, one bot line fewer,
+an unknown slot or active intent, a number slot that is not a number.  A line that is not JSON at all is skipped
 with a warning instead (writers append to these files while others read them; a half-written
 last line is expected), unless `strict_json=True`.
 
@@ -34,6 +36,7 @@ from agent.resources import DATA_DIR
 
 CORPUS_DIR = DATA_DIR / "nlu" / "corpus"
 UTTERANCE_DIR = CORPUS_DIR / "utterances"
+SCRIPT_DIR = CORPUS_DIR / "scripts"
 WRITERS_FILE = CORPUS_DIR / "writers.yaml"
 SPLITS = ("train", "dev", "test")
 _PREFIX_SPLIT = {"w": "train", "d": "dev", "t": "test"}
@@ -199,6 +202,50 @@ def read_file(path: Path, strict_json: bool = False) -> list[CorpusExample]:
     return [parse_line(obj, where, tax.intent_names, tax.entity_types) for where, obj in read_objects(path, strict_json)]
 
 
+def check_script(obj: Any, where: str, intents: Sequence[str]) -> None:
+    """One script line (docs/nlu-labelling.md, "Script line"), or CorpusError naming `where`."""
+    from agent.dialogue.state import LIST_SLOTS, NUMERIC_SLOTS, SINGLE_SLOTS
+
+    if not isinstance(obj, dict):
+        raise _fail(where, "a script line must be a JSON object")
+    for key in ("id", "writer", "turns", "bot", "expected_slots", "expected_active_intents"):
+        if key not in obj:
+            raise _fail(where, f"'{key}' is missing")
+    turns, bot = obj["turns"], obj["bot"]
+    if not (isinstance(turns, list) and 2 <= len(turns) <= 6 and all(isinstance(t, str) and t.strip() for t in turns)):
+        raise _fail(where, "'turns' must be 2-6 non-empty strings")
+    if not (isinstance(bot, list) and len(bot) == len(turns) - 1 and all(isinstance(b, str) for b in bot)):
+        raise _fail(where, f"'bot' must be {len(turns) - 1} strings (one fewer than the turns), not {bot!r:.60}")
+    slots, active = obj["expected_slots"], obj["expected_active_intents"]
+    if not isinstance(slots, dict):
+        raise _fail(where, "'expected_slots' must be an object")
+    known = set(SINGLE_SLOTS) | set(LIST_SLOTS.values())
+    for name, value in slots.items():
+        if name not in known:
+            raise _fail(where, f"unknown slot {name!r} (known: {', '.join(sorted(known))})")
+        if name in LIST_SLOTS.values() and not isinstance(value, list):
+            raise _fail(where, f"slot {name!r} must be a list")
+        if name in NUMERIC_SLOTS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise _fail(where, f"slot {name!r} must be a number, not {value!r}")
+    if not isinstance(active, list) or not all(isinstance(i, str) for i in active):
+        raise _fail(where, "'expected_active_intents' must be a list of intent ids")
+    for intent in active:
+        if intent not in intents:
+            raise _fail(where, f"unknown intent {intent!r} in expected_active_intents")
+
+
+def check_scripts_file(path: Path) -> int:
+    """Validate every script of one writer file; the number of scripts."""
+    from agent.nlu.lexicon import load_taxonomy
+
+    names = load_taxonomy().intent_names
+    n = 0
+    for where, obj in read_objects(path, strict_json=True):
+        check_script(obj, where, names)
+        n += 1
+    return n
+
+
 def writer_files(directory: Path = UTTERANCE_DIR) -> dict[str, Path]:
     return {p.stem: p for p in sorted(Path(directory).glob("*.jsonl"))}
 
@@ -300,6 +347,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             for path in writer_files().values():
                 n = len(read_file(path))
                 print(f"{path.name}: {n} lines ok")
+            for path in writer_files(SCRIPT_DIR).values():
+                print(f"scripts/{path.name}: {check_scripts_file(path)} scripts ok")
         else:
             _eval(a.split, a.model, a.errors)
     except CorpusError as exc:
