@@ -73,3 +73,70 @@ async def test_the_recorder_copies_every_topic_into_a_call_log_once(embedded_bus
     assert [type(e).__name__ for e in log.events("c1")] == ["CallStarted", "TranscriptFinal"]
     assert log.turns("c1")[0].caller_text == "你好"
     log.close()
+
+
+async def test_records_another_process_appends_to_the_shared_file_are_delivered(tmp_path):
+    """This process skips partitions it knows hold nothing new; a write by another connection
+    (the caller or the console in another process) must still be seen, without a publish here."""
+    path = tmp_path / "bus.sqlite"
+    here, there = EmbeddedBus(path, partitions=4), EmbeddedBus(path, partitions=4)
+    await here.start()
+    await there.start()
+    await here.publish("t", "call-a", b"ours")
+    c = here.consumer("g", ["t"])
+    await c.start()
+    assert [r.value for r in await _drain(c, 1)] == [b"ours"]
+    assert await c.getmany(timeout_ms=50) == []  # every partition now known to be read to its end
+    await there.publish("t", "call-a", b"theirs")  # same partition as ours ...
+    await there.publish("t", "call-b", b"theirs too")  # ... and maybe another
+    got = await _drain(c, 2)
+    assert sorted(r.value for r in got) == [b"theirs", b"theirs too"]
+    await here.close()
+    await there.close()
+
+
+async def test_a_backlog_larger_than_one_fetch_is_delivered_to_the_last_record(tmp_path):
+    path = tmp_path / "bus.sqlite"
+    bus = EmbeddedBus(path, partitions=2)
+    await bus.start()
+    for i in range(300):
+        await bus.publish("t", f"call-{i % 7}", str(i).encode())
+    await bus.close()
+    bus = EmbeddedBus(path)  # a restart: nothing is known about the partitions' ends
+    await bus.start()
+    c = bus.consumer("g", ["t"])
+    await c.start()
+    seen = []
+    while len(seen) < 300:
+        batch = await c.getmany(timeout_ms=200, max_records=37)
+        assert batch, f"stalled after {len(seen)} of 300 records"
+        seen += batch
+    assert sorted(int(r.value) for r in seen) == list(range(300))
+    await bus.close()
+
+
+async def test_a_publish_wakes_only_the_consumers_of_its_topic(embedded_bus):
+    """Audio frames are published 50 times a second per call; the NLU must not wake for each."""
+    import asyncio
+
+    audio = embedded_bus.consumer("vad", ["audio"])
+    words = embedded_bus.consumer("nlu", ["words"])
+    await audio.start()
+    await words.start()
+    waiting = asyncio.create_task(words.getmany(timeout_ms=5000))
+    await asyncio.sleep(0.05)
+    fetched = []
+    real_fetch = embedded_bus._fetch
+
+    async def counting(positions, max_records):
+        fetched.append(set(positions))
+        return await real_fetch(positions, max_records)
+
+    embedded_bus._fetch = counting
+    for _ in range(20):
+        await embedded_bus.publish("audio", "call-a", b"frame")
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.02)
+    assert not any(tp[0] == "words" for ps in fetched for tp in ps)  # the NLU slept through them
+    await embedded_bus.publish("words", "call-a", b"hello")
+    assert [r.value for r in await waiting] == [b"hello"]
