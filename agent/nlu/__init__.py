@@ -1,7 +1,7 @@
 """Sales NLU: text (+ previous caller turns) -> multi-label intents and normalised entities.
 
 `Understander` is the interface the NLU stage calls; `load_understander(settings.nlu_model)`
-picks the understander: "rules", "joint" (the shipped joint model, agent/data/nlu/model/joint.npz),
+picks the understander: "rules", "joint" (the shipped joint model, agent/data/nlu/model/: an ensemble of three adapters),
 a joint adapter file (.npz, or a directory holding joint.npz), an ensemble of joint adapters
 (ensemble.json, or a directory holding one: `python -m pipelines.nlu_ensemble`), or an exported
 ONNX intent-model directory (meta.json).  None means `DEFAULT_MODEL`."""

