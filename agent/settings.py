@@ -166,9 +166,7 @@ class Settings(BaseSettings):
     turn_semantic_hold_ms: int = Field(
         default=800, ge=200, description="silence after which a turn held for unfinished words ends")
     turn_semantic_wait_ms: int = Field(
-        default=800, ge=0,
-        description="silence up to which a Smart Turn end waits for the partial's transcript (late words: as "
-                    "long as a hold; shorter ends sooner under load and cuts more callers off)")
+        default=600, ge=0, description="silence up to which a Smart Turn end waits for the partial's transcript")
     tts_engine: str = Field(default="espeak-ng", description="'espeak-ng', 'http', 'piper' or 'package.module:factory'")
     tts_voice: str = Field(default="cmn", description="espeak-ng voice (cmn, yue), piper model path, or HTTP voice")
     tts_url: str | None = Field(default=None, description="HTTP TTS endpoint (tts_engine=http)")

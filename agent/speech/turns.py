@@ -62,14 +62,9 @@ class TurnParams:
     # `semantic_wait_ms` of silence, then Smart Turn alone decides (as without the signal).
     # 0.5 / 800 ms chosen on the even-numbered shared clips (bench/bench_endpointing.py --words):
     # 1000 ms held two more cut-offs of 60 there but put 200 ms on the endpoint p95.
-    # The wait was 600 ms until session 9: at 10 calls half of all turns ended there, Smart Turn
-    # alone deciding because the partial's decode was queued (the bench's mid-sentence pauses are
-    # 600 ms, too).  Words that are late now get as long as words that read unfinished; offline
-    # with the words 700 ms late, cut-offs 19 -> 8 of 60 turns, endpoint p50 700 -> 880 ms; with
-    # the words in time (one call) nothing changes.
     semantic_complete: float = 0.5
     semantic_hold_ms: int = 800
-    semantic_wait_ms: int = 800
+    semantic_wait_ms: int = 600
 
 
 @dataclass
