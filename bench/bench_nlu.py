@@ -103,10 +103,13 @@ def main() -> None:
         joint = JointUnderstander(path, rules=rules)
         emit("nlu_model_load", (time.perf_counter() - t0) * 1000, "ms", understander="joint",
              note="merged layers from the cache when present (first start: dequantise + merge)")
-        onnx = path.with_name(joint.model.cfg["onnx"]) if joint.model.session is not None else None
-        emit("nlu_model_files", (path.stat().st_size + (onnx.stat().st_size if onnx else 0)) / 1e6, "MB", path=str(path),
-             onnx=str(onnx) if onnx else None, understander="joint",
-             layers="onnxruntime int8" if onnx else "numpy float32")
+        # one adapter, or the members of an ensemble (the default since session 9)
+        members = getattr(joint.model, "members", [joint.model])
+        onnx = [m.path.with_name(m.cfg["onnx"]) for m in members if m.session is not None]
+        files = [m.path for m in members] + onnx
+        emit("nlu_model_files", sum(f.stat().st_size for f in files) / 1e6, "MB", path=str(path),
+             members=len(members), understander="joint",
+             layers="onnxruntime int8" if len(onnx) == len(members) else "numpy float32")
         bench("joint", joint, examples, a.repeat)
         emit("nlu_rss", _rss_mb(), "MB", understander="joint", rss_before_load_mb=round(rss1, 1))
 
