@@ -154,6 +154,13 @@ def test_bio_targets_and_decoding_round_trip(tiny_base):
     ("callback_time", "回头", "later"),
     ("phone", "138 0013 8000", "13800138000"),
     ("phone", "一三八零零一三八零零零", "13800138000"),
+    # the labelling guide's cases 84 and 40 for spans no lexicon entry names
+    ("feature", "三四个T", "storage"),
+    ("feature", "8T", "storage"),
+    ("feature", "留七年", "storage"),
+    # an open feature keeps the caller's words, not the particle the span took with it
+    ("feature", "哩证件到期提醒", "证件到期提醒"),
+    ("feature", "设计型的", "设计型"),
 ])
 def test_span_values_use_the_project_normalisers(typ, surface, value):
     from agent.nlu.joint import ValueNormaliser

@@ -51,6 +51,29 @@ def spec_strings(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
+# Guide case 84: a lone storage size (20T, 三四个T, 十几个T) is the feature `storage`; a traffic
+# volume (50T流量) is an open value.  Cases 40 and 50: a retention period (录像存一个月, 留七年,
+# 存多久) is `storage`, never a term.
+_STORAGE_SIZE = re.compile(r"(?:[0-9.]+|[零一二两三四五六七八九十百千几多]+)个?(?:t|tb|p|pb)(?:左右|多|的)?")
+_RETENTION = re.compile(r"(?:存|留|保存|保留|存放)(?:个|上|够)?(?:(?:[0-9.]+|[一二两三四五六七八九十半几多]+)个?(?:年|月|天|周|礼拜)|多久|多长时间)")
+# A dialect or plain particle the span took with it (哩证件到期提醒 is 证件到期提醒's feature).
+_LEAD_PARTICLE = re.compile(r"^(?:的|哩|嘅|滴)+")
+_TRAIL_PARTICLE = re.compile(r"(?:的|哩|嘅|了|呢|吗|吧|啊|嘛|咯|噻|伐)+$")
+
+
+def feature_by_guide(key: str) -> str | None:
+    """The feature id the labelling guide gives a span no lexicon entry names, else None.
+    `key`: the span lower-cased without spaces."""
+    if _STORAGE_SIZE.fullmatch(key) or (_RETENTION.search(key) and "流量" not in key):
+        return "storage"
+    return None
+
+
+def open_feature_value(key: str) -> str:
+    """An open-vocabulary feature value: the caller's words without the particles around them."""
+    return _TRAIL_PARTICLE.sub("", _LEAD_PARTICLE.sub("", key)) or key
+
+
 @lru_cache(maxsize=1)
 def _lexicon():
     from agent.nlu.lexicon import load_lexicon

@@ -283,6 +283,10 @@ class ValueNormaliser:
                 return table[max(inner, key=len)]
             if typ == "system":  # a closed set of categories (guide): what the words suggest, else OTHER
                 return system_category(surface)
+            if typ == "feature":
+                from agent.dialogue.values import feature_by_guide, open_feature_value
+
+                return feature_by_guide(key) or open_feature_value(key)
             return key
         if typ == "phone":
             from agent.nlu.entities import CN_DIGIT
