@@ -306,6 +306,39 @@ def test_int8_onnx_export_of_the_merged_layers_is_used_when_present(trained, tmp
     assert JointModel(adapter, cache=False).session is None
 
 
+def test_int8_layers_not_shipped_beside_the_adapter_are_built_once_into_the_cache(trained, tmp_path, monkeypatch):
+    """The shipped ensemble carries only its adapters: the INT8 layers it was calibrated on are
+    built at first use from the merged numpy layers (no torch), the same file bit for bit."""
+    pytest.importorskip("onnxruntime", reason="the INT8 path needs onnxruntime")
+    pytest.importorskip("onnx", reason="building the layers needs onnx (nlu extra)")
+    import shutil
+
+    import agent.nlu.encoder as encoder
+    from agent.nlu.joint import JointModel
+    from pipelines.nlu_joint import export_onnx
+
+    out, _ = trained
+    adapter = tmp_path / "model" / "joint.npz"
+    adapter.parent.mkdir()
+    shutil.copy(out, adapter)
+    onnx_file = export_onnx(adapter)
+    reference = JointModel(adapter, cache=False)
+    onnx_file.unlink()  # shipped without it
+    monkeypatch.setattr(encoder, "CACHE_DIR", tmp_path / "cache")
+    first = JointModel(adapter)
+    built = list((tmp_path / "cache").glob("nlu-int8-*.onnx"))
+    assert first.session is not None and len(built) == 1
+    assert not list((tmp_path / "cache").glob("nlu-merged-*"))  # the float32 copy is not kept as well
+    for text in ("我要一千并发的云服务器", "喂"):
+        enc = reference.input.encode(text, ["有异地备份吗"])
+        assert np.array_equal(first.hidden(enc.ids, enc.type_ids), reference.hidden(enc.ids, enc.type_ids))
+    stamp = built[0].stat().st_mtime_ns
+    again = JointModel(adapter)
+    assert again.session is not None and built[0].stat().st_mtime_ns == stamp  # read, not rebuilt
+    # without a cache (cache=False) nothing is written: the numpy layers run
+    assert JointModel(adapter, cache=False).session is None
+
+
 def test_the_agent_s_question_joins_the_second_segment_after_the_caller_s_last_turn():
     from agent.nlu.joint import BOT_MARK, second_segment
 

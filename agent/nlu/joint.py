@@ -440,6 +440,17 @@ class JointModel(JointReader):
         digest = weights_digest(arrays)
         dense = {k[len("dense."):]: v for k, v in arrays.items() if k.startswith("dense.")}
         self.session = self._onnx_session(digest) if onnx else None
+        # An adapter calibrated on its INT8 layers whose file is not beside it (the shipped ensemble
+        # members: 3.3 MB each instead of 17.8): the layers are built once into the cache.
+        build_int8_at = None
+        if self.session is None and onnx and cache and self.cfg.get("onnx_weights") == digest:
+            from agent.nlu.encoder import CACHE_DIR
+
+            fp = BertWeights.load(base_name, n_layers=0).fingerprint
+            key = hashlib.sha256(f"{fp}:{digest}:{n_layers}".encode()).hexdigest()[:20]
+            build_int8_at = CACHE_DIR / f"nlu-int8-{key}.onnx"
+            if build_int8_at.exists():
+                self.session, build_int8_at = _int8_session(build_int8_at), None
         prepared = None
         mc = None
         if self.session is not None:  # ONNX Runtime runs the layers: numpy only embeds
@@ -465,8 +476,10 @@ class JointModel(JointReader):
                     lora[name] = (arrays[k], arrays[f"lora.{name}.B"])
             layers = merge_lora(bw.sd, lora, float(self.cfg.get("lora_alpha", 1)) / float(self.cfg.get("lora_r", 1)), dense)
             self.encoder = NumpyEncoder(bw, layers)
-            if mc:
-                mc.save(self.encoder.prepared())
+        if build_int8_at is not None:
+            self.session = self._build_int8(build_int8_at)
+        if mc and prepared is None and self.session is None:  # with INT8 layers built, the next start reads those
+            mc.save(self.encoder.prepared())
         if "tokenizer.json" in arrays:  # the pruned tokenizer shipped in the adapter file
             self.input = JointInput(None, int(self.cfg.get("max_len", MAX_LEN)), bytes(arrays["tokenizer.json"]).decode("utf-8"),
                                     arrays["vocab_ids"])
@@ -492,16 +505,31 @@ class JointModel(JointReader):
         f = self.path.with_name(name) if name else None
         if not f or not f.exists() or self.cfg.get("onnx_weights") != digest:
             return None
+        return _int8_session(f)
+
+    def _build_int8(self, out: Path):
+        """Build the INT8 layers from the merged numpy ones (agent/nlu/onnx_layers.py: the same
+        file the training-time export writes, bit for bit) and run them; None keeps numpy."""
+        import logging
+
         try:
-            import onnxruntime as ort
-        except ImportError:
+            from agent.nlu.onnx_layers import build_int8
+
+            build_int8(self.encoder.layers, self.encoder.n_heads, self.encoder.eps, out)
+            logging.getLogger(__name__).info("%s: INT8 layers built once into %s", self.path, out)
+        except ImportError as exc:
+            logging.getLogger(__name__).warning(
+                "%s: INT8 layers not built (%s): float32 numpy layers run, slower and with slightly different "
+                "scores than the thresholds were calibrated on; install the nlu extra (onnx)", self.path, exc)
             return None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"])
+        except OSError as exc:
+            logging.getLogger(__name__).warning("%s: INT8 layers not written to %s (%s): float32 numpy layers run",
+                                                self.path, out, exc)
+            return None
+        session = _int8_session(out)
+        if session is not None:
+            self.encoder.layers = []  # ONNX Runtime runs them now; numpy only embeds
+        return session
 
     def hidden(self, ids: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
         if self.session is not None:
@@ -515,6 +543,21 @@ class JointModel(JointReader):
         tag_p = _softmax(hs @ self.tag_w + self.tag_b)
         neg = _sigmoid(hs @ self.neg_w + self.neg_b)[:, 0]
         return probs, tag_p, neg
+
+
+def _int8_session(path: Path):
+    """An ONNX Runtime session over an INT8 layers file (one thread, no spinning), or None when
+    onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 class JointEnsemble(JointReader):
