@@ -25,7 +25,9 @@ from agent.errors import ConfigError, did_you_mean
 
 ENV_PREFIX = "DIANXIAO_"
 # DIANXIAO_* variables that are read outside Settings, so are not settings themselves.
-_NOT_SETTINGS = {"DIANXIAO_CONFIG", "DIANXIAO_DEBUG"}
+# Read before any settings exist: where the settings file is, tracebacks on, and where derived
+# model files (merged NLU layers, INT8 layers built at first use) are cached (agent/nlu/encoder.py).
+_NOT_SETTINGS = {"DIANXIAO_CONFIG", "DIANXIAO_DEBUG", "DIANXIAO_CACHE"}
 
 
 def _config_file() -> Path:

@@ -128,6 +128,7 @@ def test_correct_settings_from_file_and_environment_are_accepted(tmp_path):
     started = ev.CallStarted(call_id="settings-check", stage="caller")
     (tmp_path / "one.jsonl").write_text(json.dumps({"topic": "call.control", "event": json.loads(started.model_dump_json())}) + "\n",
                                         encoding="utf-8")
-    res = dianxiao(tmp_path, "calls", "import", "one.jsonl", DIANXIAO_LOG_LEVEL="WARNING", DIANXIAO_DEBUG="0")
+    res = dianxiao(tmp_path, "calls", "import", "one.jsonl", DIANXIAO_LOG_LEVEL="WARNING", DIANXIAO_DEBUG="0",
+                   DIANXIAO_CACHE=str(tmp_path / "cache"))  # the model cache's place: not a setting, not refused
     assert res.returncode == 0, res.stderr
     assert "imported 1 events" in res.stdout
