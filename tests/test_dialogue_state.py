@@ -128,3 +128,26 @@ def test_a_filler_nage_is_not_a_reference(call):
     call.say("那个，大概1000并发", ["feature_inquiry"], [("concurrency", 1000)])
     assert call.state.value("plan") is None
     assert "标准版" in call.replies[-1].text  # the plan that carries 1000, not the one named before
+
+
+def test_the_website_a_waf_would_protect_is_a_system_the_caller_runs(call):
+    """Guide 102/127: 预约网站 under our WAF is the caller's own system (OTHER), even though the
+    model tagged only the product; a later turn about price keeps it."""
+    call.say("我们网上预约的网站上个月被人黑了，想看下你们的WAF", ["product_inquiry"], [("product", "waf")])
+    call.say("一个月多少钱", ["price_inquiry"])
+    assert call.state.value("product") == "waf" and call.state.value("systems") == ["OTHER"]
+
+
+def test_a_server_word_inside_the_product_name_is_not_the_caller_s_system():
+    from agent.events import Entity, Intent, NluResult
+
+    text = "高防服务器多少钱一个月"
+    product = Entity(type="product", value="anti_ddos", text="高防服务器", start=0, end=5)
+    state = update(DialogueState(), NluResult(call_id="c1", turn=1, text=text, intents=[Intent(name="price_inquiry")],
+                                              entities=[product]))
+    assert state.value("product") == "anti_ddos" and not state.value("systems")
+
+
+def test_a_website_mentioned_about_a_product_that_protects_nothing_is_no_system(call):
+    call.say("我们官网想做个在线客服，你们CRM能嵌进去吗", ["product_inquiry"], [("product", "crm")])
+    assert not call.state.value("systems")

@@ -202,6 +202,7 @@ def update(state: DialogueState, nlu: NluResult, objection_cue: str | None = Non
                                   s.value("quantity") is not None)
     entities = _head_counts(s, text, entities)
     entities = _context_entities(s, text, entities, intents)
+    entities = _protected_property(s, text, entities)
     if correction:
         entities = _bare_correction(s, text, entities)
     held_features = list(s.value("features", []))
@@ -1014,6 +1015,23 @@ def _context_entities(s: DialogueState, text: str, entities: list[Entity], inten
         return [x for x in entities if x is not e] + [Entity(type=want, value=value, text=e.text, start=e.start, end=e.end)]
     if not any(e.type in NUMERIC_SLOTS for e in entities) and nums:
         return entities + [Entity(type=want, value=int(nums[-1]), text="__context__")]
+    return entities
+
+
+# Guide cases 102 and 127: a web property the caller runs, which our protection product (or CDN)
+# only sits in front of, is a system (OTHER) — the model seldom tags 官网 / 预约网站 / 小程序 as one.
+_PROTECTING = frozenset({"waf", "anti_ddos", "cdn", "security_compliance"})
+_WEB_PROPERTY = re.compile(r"网站|官网|小程序|商城|门户|网页|页面|服务器|app", re.IGNORECASE)
+
+
+def _protected_property(s: DialogueState, text: str, entities: list[Entity]) -> list[Entity]:
+    product = next((e.value for e in entities if e.type == "product"), None) or s.value("product")
+    if product not in _PROTECTING or any(e.type == "system" for e in entities) or "OTHER" in s.value("systems", []):
+        return entities
+    taken = [(e.start, e.end) for e in entities if e.start is not None and e.end is not None and e.end > e.start]
+    for m in _WEB_PROPERTY.finditer(text):
+        if not any(a < m.end() and m.start() < b for a, b in taken):  # 高防服务器 is the product itself
+            return entities + [Entity(type="system", value="OTHER", text=m.group(0), start=m.start(), end=m.end())]
     return entities
 
 
