@@ -440,25 +440,26 @@ class JointModel(JointReader):
         digest = weights_digest(arrays)
         dense = {k[len("dense."):]: v for k, v in arrays.items() if k.startswith("dense.")}
         self.session = self._onnx_session(digest) if onnx else None
-        # An adapter calibrated on its INT8 layers whose file is not beside it (the shipped ensemble
-        # members: 3.3 MB each instead of 17.8): the layers are built once into the cache.
-        build_int8_at = None
-        if self.session is None and onnx and cache and self.cfg.get("onnx_weights") == digest:
-            from agent.nlu.encoder import CACHE_DIR
-
-            fp = BertWeights.load(base_name, n_layers=0).fingerprint
-            key = hashlib.sha256(f"{fp}:{digest}:{n_layers}".encode()).hexdigest()[:20]
-            build_int8_at = CACHE_DIR / f"nlu-int8-{key}.onnx"
-            if build_int8_at.exists():
-                self.session, build_int8_at = _int8_session(build_int8_at), None
         prepared = None
         mc = None
+        build_int8_at = None
+        if self.session is not None or cache:  # only the embeddings are read from the base for now
+            bw = BertWeights.load(base_name, n_layers=0)
+        if self.session is None and cache:
+            from agent.nlu.encoder import CACHE_DIR
+
+            # derived files of these merged layers (base + adapter) in the cache share one key
+            key = hashlib.sha256(f"{bw.fingerprint}:{digest}:{n_layers}".encode()).hexdigest()[:20]
+            if onnx and self.cfg.get("onnx_weights") == digest:
+                # calibrated on INT8 layers that are not beside the adapter (the shipped ensemble
+                # members: 3.3 MB each instead of 17.8): built once into the cache
+                build_int8_at = CACHE_DIR / f"nlu-int8-{key}.onnx"
+                if build_int8_at.exists():
+                    self.session, build_int8_at = _int8_session(build_int8_at), None
         if self.session is not None:  # ONNX Runtime runs the layers: numpy only embeds
-            bw = BertWeights.load(base_name, n_layers=0)
             prepared = {}
-        elif cache:  # the merged layers of an earlier start: only the embeddings are read from the base
-            bw = BertWeights.load(base_name, n_layers=0)
-            mc = MergedCache(hashlib.sha256(f"{bw.fingerprint}:{digest}:{n_layers}".encode()).hexdigest()[:20])
+        elif cache:  # the merged layers of an earlier start
+            mc = MergedCache(key)
             prepared = mc.load()
         if prepared is None:
             bw = BertWeights.load(base_name, n_layers=n_layers)
