@@ -87,7 +87,13 @@ def test_eval_dst_names_the_failing_script_and_slot(tmp_path):
     assert last["jga"] == 0.0 and last["slot_accuracy"] == {"concurrency": 0.0, "product": 1.0}
 
 
-@pytest.mark.parametrize("content,needle", [("not json\n", "not JSON"), ('{"turns": []}\n', "non-empty"), ("", "no scripts")])
+@pytest.mark.parametrize("content,needle", [
+    ("not json\n", "not JSON"), ('{"turns": []}\n', "non-empty"), ("", "no scripts"),
+    # a typo in a slot or intent would otherwise be a slot that silently never matches
+    ('{"turns": ["云服务器"], "expected_slots": {"prodcut": "cloud_server"}}\n', "bad.jsonl:1: unknown slot 'prodcut'"),
+    ('{"turns": ["云服务器"], "expected_slots": {"features": "gpu"}}\n', "slot 'features' must be a list"),
+    ('{"turns": ["多少钱"], "expected_active_intents": ["price_enquiry"]}\n', "unknown intent 'price_enquiry'"),
+])
 def test_eval_dst_rejects_a_bad_file_with_a_clear_error(tmp_path, content, needle):
     data = tmp_path / "bad.jsonl"
     data.write_text(content, encoding="utf-8")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.dialogue.playbook import Playbook
+from agent.dialogue.script_check import script_problem
 from agent.dialogue.state import DialogueState
 from agent.dialogue.turn import track
 from agent.events import NluResult
@@ -56,6 +57,9 @@ class ScriptResult:
 
 
 def load_scripts(path: Path) -> list[Script]:
+    from agent.nlu.lexicon import load_taxonomy
+
+    intents_known = load_taxonomy().intent_names
     out = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -68,17 +72,12 @@ def load_scripts(path: Path) -> list[Script]:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ScriptError(f"{path}:{i}: not JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("turns"), list) or not obj["turns"]:
-            raise ScriptError(f"{path}:{i}: needs a non-empty list 'turns'")
-        if not all(isinstance(t, str) for t in obj["turns"]):
-            raise ScriptError(f"{path}:{i}: every turn must be a string")
+        problem = script_problem(obj, intents_known, corpus=False)
+        if problem:
+            raise ScriptError(f"{path}:{i}: {problem}")
         slots = obj.get("expected_slots", {})
         intents = obj.get("expected_active_intents", [])
-        if not isinstance(slots, dict) or not isinstance(intents, list):
-            raise ScriptError(f"{path}:{i}: 'expected_slots' must be an object, 'expected_active_intents' a list")
         bot = obj.get("bot") or []
-        if not isinstance(bot, list) or not all(isinstance(b, str) for b in bot):
-            raise ScriptError(f"{path}:{i}: 'bot' must be a list of strings")
         out.append(Script(line=i, turns=obj["turns"], expected_slots=slots, expected_active_intents=intents, bot=bot))
     if not out:
         raise ScriptError(f"{path}: no scripts")

@@ -204,34 +204,11 @@ def read_file(path: Path, strict_json: bool = False) -> list[CorpusExample]:
 
 def check_script(obj: Any, where: str, intents: Sequence[str]) -> None:
     """One script line (docs/nlu-labelling.md, "Script line"), or CorpusError naming `where`."""
-    from agent.dialogue.state import LIST_SLOTS, NUMERIC_SLOTS, SINGLE_SLOTS
+    from agent.dialogue.script_check import script_problem
 
-    if not isinstance(obj, dict):
-        raise _fail(where, "a script line must be a JSON object")
-    for key in ("id", "writer", "turns", "bot", "expected_slots", "expected_active_intents"):
-        if key not in obj:
-            raise _fail(where, f"'{key}' is missing")
-    turns, bot = obj["turns"], obj["bot"]
-    if not (isinstance(turns, list) and 2 <= len(turns) <= 6 and all(isinstance(t, str) and t.strip() for t in turns)):
-        raise _fail(where, "'turns' must be 2-6 non-empty strings")
-    if not (isinstance(bot, list) and len(bot) == len(turns) - 1 and all(isinstance(b, str) for b in bot)):
-        raise _fail(where, f"'bot' must be {len(turns) - 1} strings (one fewer than the turns), not {bot!r:.60}")
-    slots, active = obj["expected_slots"], obj["expected_active_intents"]
-    if not isinstance(slots, dict):
-        raise _fail(where, "'expected_slots' must be an object")
-    known = set(SINGLE_SLOTS) | set(LIST_SLOTS.values())
-    for name, value in slots.items():
-        if name not in known:
-            raise _fail(where, f"unknown slot {name!r} (known: {', '.join(sorted(known))})")
-        if name in LIST_SLOTS.values() and not isinstance(value, list):
-            raise _fail(where, f"slot {name!r} must be a list")
-        if name in NUMERIC_SLOTS and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise _fail(where, f"slot {name!r} must be a number, not {value!r}")
-    if not isinstance(active, list) or not all(isinstance(i, str) for i in active):
-        raise _fail(where, "'expected_active_intents' must be a list of intent ids")
-    for intent in active:
-        if intent not in intents:
-            raise _fail(where, f"unknown intent {intent!r} in expected_active_intents")
+    problem = script_problem(obj, intents, corpus=True)
+    if problem:
+        raise _fail(where, problem)
 
 
 def check_scripts_file(path: Path) -> int:
