@@ -439,6 +439,7 @@ class JointModel(JointReader):
         n_layers = int(self.cfg["n_layers"]) if "n_layers" in self.cfg else None
         digest = weights_digest(arrays)
         dense = {k[len("dense."):]: v for k, v in arrays.items() if k.startswith("dense.")}
+        self.layers_file: Path | None = None  # the INT8 layers ONNX Runtime runs (beside the adapter or cached)
         self.session = self._onnx_session(digest) if onnx else None
         prepared = None
         mc = None
@@ -455,7 +456,7 @@ class JointModel(JointReader):
                 # members: 3.3 MB each instead of 17.8): built once into the cache
                 build_int8_at = CACHE_DIR / f"nlu-int8-{key}.onnx"
                 if build_int8_at.exists():
-                    self.session, build_int8_at = _int8_session(build_int8_at), None
+                    self.session, self.layers_file, build_int8_at = _int8_session(build_int8_at), build_int8_at, None
         if self.session is not None:  # ONNX Runtime runs the layers: numpy only embeds
             prepared = {}
         elif cache:  # the merged layers of an earlier start
@@ -506,6 +507,7 @@ class JointModel(JointReader):
         f = self.path.with_name(name) if name else None
         if not f or not f.exists() or self.cfg.get("onnx_weights") != digest:
             return None
+        self.layers_file = f
         return _int8_session(f)
 
     def _build_int8(self, out: Path):
@@ -530,6 +532,7 @@ class JointModel(JointReader):
         session = _int8_session(out)
         if session is not None:
             self.encoder.layers = []  # ONNX Runtime runs them now; numpy only embeds
+            self.layers_file = out
         return session
 
     def hidden(self, ids: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
