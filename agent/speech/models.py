@@ -24,6 +24,12 @@ def _session(path: Path, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # Smart Turn ships as a QDQ INT8 graph. Fused into integer kernels, it scores differently by
+    # CPU: on an AVX2-only EPYC (no AVX-512/VNNI; u8s8 products saturate there) a mid-sentence
+    # pause of the shared clips scored 0.81-0.91 ("finished") instead of 0.49-0.52, and callers
+    # were cut off on that machine only. Run as written (dequantise, then float maths), it gives
+    # the same scores on every CPU; it costs 110 -> 146 ms per decision there (docs/speech.md).
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
