@@ -106,7 +106,7 @@ def main() -> None:
         # one adapter, or the members of an ensemble (the default since session 9)
         members = getattr(joint.model, "members", [joint.model])
         # INT8 layers beside an adapter, or built at first use into the cache (shipped members)
-        onnx = [m.layers_file for m in members if m.session is not None and m.layers_file is not None]
+        onnx = [m.layers_file for m in members if m.layers_file is not None]
         files = [m.path for m in members] + onnx
         emit("nlu_model_files", sum(f.stat().st_size for f in files) / 1e6, "MB", path=str(path),
              members=len(members), understander="joint",

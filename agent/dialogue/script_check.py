@@ -27,7 +27,7 @@ def script_problem(obj: Any, intents: Sequence[str], *, corpus: bool) -> str | N
     lo, hi = (2, 6) if corpus else (1, None)
     if not (isinstance(turns, list) and all(isinstance(t, str) and t.strip() for t in turns)
             and lo <= len(turns) and (hi is None or len(turns) <= hi)):
-        return f"'turns' must be {lo}-{hi or 'n'} non-empty strings"
+        return f"'turns' must be {lo}-{hi} non-empty strings" if hi else "'turns' must be a non-empty list of non-empty strings"
     bot = obj.get("bot") if corpus else (obj.get("bot") or [])
     if not (isinstance(bot, list) and all(isinstance(b, str) for b in bot)):
         return "'bot' must be a list of strings"

@@ -456,7 +456,7 @@ class JointModel(JointReader):
                 # members: 3.3 MB each instead of 17.8): built once into the cache
                 build_int8_at = CACHE_DIR / f"nlu-int8-{key}.onnx"
                 if build_int8_at.exists():
-                    self.session, self.layers_file, build_int8_at = _int8_session(build_int8_at), build_int8_at, None
+                    self.session, build_int8_at = self._open_int8(build_int8_at), None
         if self.session is not None:  # ONNX Runtime runs the layers: numpy only embeds
             prepared = {}
         elif cache:  # the merged layers of an earlier start
@@ -507,8 +507,14 @@ class JointModel(JointReader):
         f = self.path.with_name(name) if name else None
         if not f or not f.exists() or self.cfg.get("onnx_weights") != digest:
             return None
-        self.layers_file = f
-        return _int8_session(f)
+        return self._open_int8(f)
+
+    def _open_int8(self, f: Path):
+        """A session over INT8 layers file `f` (None without onnxruntime); remembers which file runs."""
+        session = _int8_session(f)
+        if session is not None:
+            self.layers_file = f
+        return session
 
     def _build_int8(self, out: Path):
         """Build the INT8 layers from the merged numpy ones (agent/nlu/onnx_layers.py: the same
@@ -529,10 +535,9 @@ class JointModel(JointReader):
             logging.getLogger(__name__).warning("%s: INT8 layers not written to %s (%s): float32 numpy layers run",
                                                 self.path, out, exc)
             return None
-        session = _int8_session(out)
+        session = self._open_int8(out)
         if session is not None:
             self.encoder.layers = []  # ONNX Runtime runs them now; numpy only embeds
-            self.layers_file = out
         return session
 
     def hidden(self, ids: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
