@@ -57,6 +57,23 @@ def test_cer_form_ignores_punctuation_script_and_number_style():
     assert edit_distance("限购", "线构") == 2 and edit_distance("", "ab") == 2 and edit_distance("abc", "abc") == 0
 
 
+@pytest.mark.parametrize(
+    ("heard", "said_once"),
+    [
+        ("所以暂时不公开具体的内容所以暂时不公开具体的", "所以暂时不公开具体的内容"),  # said again, cut off
+        ("1.5倍以上是安全的1.5倍以上是安全的", "1.5倍以上是安全的"),
+        ("itititititititititit", None),  # a syllable loop: the full window redoes it
+        ("19 19 19 19 19 19", None),
+        ("好的好的好的", None),
+        ("我要开发票，发票抬头写公司", None),
+    ],
+)
+def test_a_sentence_whisper_says_twice_is_kept_once(heard, said_once):
+    from agent.speech.asr import repeated_sentence
+
+    assert repeated_sentence(heard) == said_once
+
+
 def test_partials_expose_only_the_prefix_two_hypotheses_agree_on():
     assert stable_prefix("", "我想要一个") == ""
     assert stable_prefix("我想要一个", "我想要一个性价比") == "我想要一个"
@@ -178,3 +195,30 @@ def test_end_of_turn_timing_streams_a_clip_through_the_vad_and_the_asr_stage(eng
     assert len(decodes) == len(segments)  # every segment reached the ASR stage
     final = next(d for d in decodes if d["final"])
     assert final["done_ms"] - final["start_ms"] < 50  # the partial's decode of the same audio was reused
+
+
+
+def test_a_decode_that_loops_is_redone_once_with_the_full_window_not_a_temperature_ladder(engine, monkeypatch):
+    # Whisper loops on audio cut off mid-word (a partial at a pause): "itititit…".  faster-whisper's
+    # temperature ladder looped again on every rung and cost 6.6 s on a 2-core AVX2 box while the
+    # caller's final waited behind it; one rung at temperature 0 costs ~1.2 s.
+    from agent.speech.asr import looks_degenerate
+    from agent.speech.codec import int16_to_float
+
+    pcm = load_clip("BAC009S0150W0126.wav")
+    cuts = [pcm[: ms * 16] for ms in range(600, 1400, 100)]
+    cuts += [phone_round_trip(c) for c in cuts]
+    looping = next((c for c in cuts if looks_degenerate(engine._decode_short(int16_to_float(c), "")[0])), None)
+    if looping is None:
+        pytest.skip("no cut of this clip loops with this CPU's int8 kernels")
+    ladders = []
+    real_generate = engine.model.generate_with_fallback
+    monkeypatch.setattr(engine.model, "generate_with_fallback",
+                        lambda *a, **k: ladders.append(a[3].temperatures) or real_generate(*a, **k))
+    stage = AsrStage(engine, hotwords=[])
+    ctx = CallContext(call_id="c1", state=stage.new_state("c1"))
+    seg = ev.SpeechSegment(call_id="c1", turn=1, start_ms=0, end_ms=len(looping) // 16, final=True,
+                           audio_pcm16=looping.astype("<i2").tobytes())
+    out = stage.handle(seg, ctx)
+    assert ladders == [[0.0]]  # one 30 s window decode, at temperature 0 only
+    assert all(not looks_degenerate(e.event.text) for e in out)  # and no loop is published

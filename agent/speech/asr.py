@@ -124,11 +124,19 @@ class FasterWhisperEngine:
         hyps: list[tuple[str, float]] = []
         if self.short_window and len(audio) <= 29 * PIPELINE_RATE:
             raw, lang, lang_prob, logprob, hyps = self._decode_short(audio, prompt_text)
-            if looks_degenerate(raw):
-                # Whisper's own rule (compression ratio > 2.4 means a loop): fall back to the
-                # 30 s window with faster-whisper's temperature fallback.
+            said_once = repeated_sentence(raw)
+            if said_once:
+                # The short window leaves room after the sentence and Whisper says it again
+                # ("…内容所以暂时不公开…"): the first copy is the transcript, no retry needed.
+                raw = said_once
+                hyps = [(repeated_sentence(t) or t, sc) for t, sc in hyps]
+            elif looks_degenerate(raw):
+                # Whisper's own rule (compression ratio > 2.4 means a loop): the 30 s window, at
+                # temperature 0 only.  Whisper loops most on audio cut off mid-word (a partial);
+                # faster-whisper's temperature ladder looped again on every rung there and cost
+                # 6.6 s on a 2-core AVX2 box (one rung: 1.2 s) while the caller's final waited.
                 log.info("short-window decode looped; retrying with the full window", text=raw[:60])
-                raw, lang, lang_prob, logprob = self._decode_full(audio, prompt_text)
+                raw, lang, lang_prob, logprob = self._decode_full(audio, prompt_text, temperature=(0.0,))
                 hyps = []
         else:
             raw, lang, lang_prob, logprob = self._decode_full(audio, prompt_text)
@@ -147,10 +155,13 @@ class FasterWhisperEngine:
 
     # --- decoding -------------------------------------------------------------------------
 
-    def _decode_full(self, audio: np.ndarray, prompt_text: str) -> tuple[str, str, float | None, float | None]:
+    def _decode_full(self, audio: np.ndarray, prompt_text: str, temperature: Sequence[float] | None = None
+                     ) -> tuple[str, str, float | None, float | None]:
+        # temperature=(0.0,) turns faster-whisper's fallback ladder off (see transcribe)
+        extra = {} if temperature is None else {"temperature": list(temperature)}
         segments, info = self.model.transcribe(
             audio, language=self.language, beam_size=self.beam_size, condition_on_previous_text=False,
-            without_timestamps=True, vad_filter=False, initial_prompt=prompt_text or None,
+            without_timestamps=True, vad_filter=False, initial_prompt=prompt_text or None, **extra,
         )
         segs = list(segments)
         logprob = float(np.mean([s.avg_logprob for s in segs])) if segs else None
@@ -198,6 +209,19 @@ class FasterWhisperEngine:
         scores = {c: probs.get(f"<|{c}|>", 0.0) for c in candidates}
         best = max(scores, key=scores.__getitem__)
         return best, scores[best] / (sum(scores.values()) or 1.0)
+
+
+def repeated_sentence(text: str, min_len: int = 4) -> str | None:
+    """The sentence when `text` is it said again (wholly or in part: "ABCDEF ABCDEF AB"), else
+    None.  A loop of one syllable ("itititit", "19 19 19") is not a sentence: None."""
+    t = text.replace(" ", "")
+    for period in range(min_len, len(t) - min_len + 1):
+        if all(t[i] == t[i - period] for i in range(period, len(t))):
+            unit = t[:period]
+            if any(all(unit[i] == unit[i - p] for i in range(p, period)) for p in range(1, period // 2 + 1)):
+                return None  # the unit itself repeats: a syllable loop
+            return unit
+    return None
 
 
 def looks_degenerate(text: str) -> bool:
