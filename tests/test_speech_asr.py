@@ -74,6 +74,16 @@ def test_a_sentence_whisper_says_twice_is_kept_once(heard, said_once):
     assert repeated_sentence(heard) == said_once
 
 
+def test_a_caller_who_repeats_a_word_is_not_a_decoding_loop():
+    from agent.speech.asr import looks_degenerate
+
+    assert not looks_degenerate("好的好的好的好的", audio_s=2.0)  # said, at a speaking rate
+    assert not looks_degenerate("喂喂喂喂喂喂喂喂喂", audio_s=2.5)
+    assert looks_degenerate("19 19 19 19 19 19 19 19", audio_s=0.9)  # faster than anyone talks
+    assert looks_degenerate("好的好的好的好的好的好的好的好的", audio_s=1.0)
+    assert looks_degenerate("好的好的好的好的")  # no duration given: the shape alone decides
+
+
 def test_partials_expose_only_the_prefix_two_hypotheses_agree_on():
     assert stable_prefix("", "我想要一个") == ""
     assert stable_prefix("我想要一个", "我想要一个性价比") == "我想要一个"

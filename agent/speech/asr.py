@@ -130,7 +130,7 @@ class FasterWhisperEngine:
                 # ("…内容所以暂时不公开…"): the first copy is the transcript, no retry needed.
                 raw = said_once
                 hyps = [(repeated_sentence(t) or t, sc) for t, sc in hyps]
-            elif looks_degenerate(raw):
+            elif looks_degenerate(raw, len(audio) / PIPELINE_RATE):
                 # Whisper's own rule (compression ratio > 2.4 means a loop): the 30 s window, at
                 # temperature 0 only.  Whisper loops most on audio cut off mid-word (a partial);
                 # faster-whisper's temperature ladder looped again on every rung there and cost
@@ -224,13 +224,21 @@ def repeated_sentence(text: str, min_len: int = 4) -> str | None:
     return None
 
 
-def looks_degenerate(text: str) -> bool:
-    """A decoding loop: the text is one phrase said over and over, or compresses too well."""
+# Faster than anyone talks (Mandarin runs ~4-7 syllables a second).  A loop runs on to the token
+# bound (10 + 9 a second, see _decode_short), past this rate; a short repeat that fits the audio
+# is the caller's own 好的好的好的好的 / 喂喂喂喂喂喂喂喂, and a 30 s-window retry of it only costs time.
+MAX_CHARS_PER_SECOND = 8.0
+
+
+def looks_degenerate(text: str, audio_s: float | None = None) -> bool:
+    """A decoding loop: the text is one phrase said over and over (more of it than `audio_s`
+    seconds of speech can hold, when given), or compresses too well."""
     import zlib
 
     t = text.replace(" ", "")
+    fits = audio_s is not None and len(t) <= MAX_CHARS_PER_SECOND * audio_s
     for period in range(4, len(t) // 2 + 1):
-        if all(t[i] == t[i - period] for i in range(period, len(t))):
+        if not fits and all(t[i] == t[i - period] for i in range(period, len(t))):
             return True
     raw = t.encode()
     return len(raw) > 24 and len(raw) / len(zlib.compress(raw)) > 2.4
