@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.audiocall import read_wav
+from agent.machine import machine
 from agent.settings import Settings
 from agent.speech import assets
 from agent.speech.asr import FasterWhisperEngine
@@ -29,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def emit(metric: str, value: float, unit: str, **extra: object) -> None:
-    print(json.dumps({"metric": metric, "value": round(value, 4), "unit": unit, **extra}, ensure_ascii=False), flush=True)
+    print(json.dumps({"metric": metric, "value": round(value, 4), "unit": unit, **extra, "machine": machine()},
+                     ensure_ascii=False), flush=True)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from agent.machine import machine
 from agent.resources import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,8 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:
-    print(json.dumps({"metric": metric, "value": round(value, 3), "unit": unit, **extra}, ensure_ascii=False), flush=True)
+    print(json.dumps({"metric": metric, "value": round(value, 3), "unit": unit, **extra, "machine": machine()},
+                     ensure_ascii=False), flush=True)
 
 
 def bench(name: str, und, examples, repeat: int) -> None:

@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent import events as ev  # noqa: E402
+from agent.machine import machine  # noqa: E402
 from agent.speech.codec import ulaw_encode  # noqa: E402
 
 SPEECH = REPO.parent / "shared/data/speech"
@@ -59,6 +60,8 @@ SILENCE = b"\xff" * FRAME
 
 def emit(**fields: object) -> None:
     fields.setdefault("load_avg_1m", round(os.getloadavg()[0], 2))
+    if fields.get("metric") != "turn":
+        fields.setdefault("machine", machine())
     print(json.dumps(fields, ensure_ascii=False), flush=True)
 
 
