@@ -137,8 +137,14 @@ def sip_serve(
     config = SipAgentConfig(host=settings.sip_host, port=settings.sip_port, user=settings.sip_user,
                             rtp_timeout_s=settings.sip_rtp_timeout_s, max_calls=max_calls,
                             retry_after_s=settings.retry_after_s)
+    from agent.machine import machine
+
+    # The capacity that holds depends on the CPU (a 2-core AVX2-only box carries 2-3 calls within
+    # the latency bars, an AVX-512 one ~10: docs/telephony.md): say which CPU this is.
+    m = machine()
     console.print(f"SIP agent on udp:{config.host}:{config.port}, pipeline={pipeline}, "
-                  f"capacity {max_calls or 'unlimited'} calls; Ctrl-C stops")
+                  f"capacity {max_calls or 'unlimited'} calls on {m['cpu']} ({m['cores']} cores, "
+                  f"{'+'.join(m['simd']) or 'no AVX2'}); Ctrl-C stops")
 
     def sip_agent(b: Any, bridge: Any) -> SipAgent:
         agent = SipAgent(b, config, bridge=bridge)
