@@ -66,6 +66,7 @@ def test_cer_form_ignores_punctuation_script_and_number_style():
         ("19 19 19 19 19 19", None),
         ("好的好的好的", None),
         ("我要开发票，发票抬头写公司", None),
+        ("有冇data backup服务 有冇data backup服务", "有冇data backup服务"),  # spaces as written
     ],
 )
 def test_a_sentence_whisper_says_twice_is_kept_once(heard, said_once):

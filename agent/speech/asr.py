@@ -220,7 +220,11 @@ def repeated_sentence(text: str, min_len: int = 4) -> str | None:
             unit = t[:period]
             if any(all(unit[i] == unit[i - p] for i in range(p, period)) for p in range(1, period // 2 + 1)):
                 return None  # the unit itself repeats: a syllable loop
-            return unit
+            seen = 0  # the first copy as written, spaces kept ("data backup data backup")
+            for end, ch in enumerate(text):
+                seen += ch != " "
+                if seen == period:
+                    return text[: end + 1].strip()
     return None
 
 
