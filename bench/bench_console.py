@@ -36,6 +36,7 @@ from agent import topics  # noqa: E402
 from agent.bus.base import partition_for  # noqa: E402
 from agent.bus.embedded import open_log_db  # noqa: E402
 from agent.observability import configure_logging  # noqa: E402
+from agent.percentiles import percentile  # noqa: E402
 from agent.pipeline import build_stage  # noqa: E402
 from agent.settings import Settings  # noqa: E402
 from agent.stages.base import CallContext  # noqa: E402
@@ -134,7 +135,7 @@ def _insert(db: Any, rows: list[tuple[Any, ...]]) -> None:
 
 
 def pct(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+    return percentile(values, p / 100) or 0.0
 
 
 def timed(client: Any, url: str) -> tuple[float, float]:

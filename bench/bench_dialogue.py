@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import time
@@ -16,6 +15,8 @@ import time
 from agent.dialogue import DialogueState, load_playbook
 from agent.dialogue.turn import step
 from agent.events import NluResult
+from agent.machine import machine
+from agent.percentiles import percentile
 from agent.nlu import load_understander
 from agent.simulator import PERSONAS, make_caller
 
@@ -56,10 +57,10 @@ def main() -> None:
                 break
 
     def pct(xs: list[float], q: float) -> float:
-        xs = sorted(xs)
-        return round(xs[min(len(xs) - 1, int(q * len(xs)))], 3)
+        return round(percentile(xs, q) or 0.0, 3)
 
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+    m = machine()
+    described = f"{m['cpu']}, {m['cores']} cpus ({'+'.join(m['simd']) or 'no AVX2'}), python {platform.python_version()}"
     lines = [
         {"metric": "dialogue_turns", "value": len(total), "unit": "turns"},
         {"metric": "turn_p50_ms", "value": pct(total, 0.5), "unit": "ms", "what": "NLU+DST+policy+reply"},
@@ -69,7 +70,7 @@ def main() -> None:
         {"metric": "dialogue_core_p95_ms", "value": pct(core_ms, 0.95), "unit": "ms", "what": "DST+policy+reply"},
         {"metric": "dialogue_core_mean_ms", "value": round(statistics.fmean(core_ms), 3), "unit": "ms"},
         {"metric": "nlu_load_ms", "value": round(load_ms, 1), "unit": "ms"},
-        {"metric": "machine", "value": machine, "unit": "", "nlu": getattr(understander, "version", "?"),
+        {"metric": "machine", "value": described, "unit": "", "nlu": getattr(understander, "version", "?"),
          "playbook": f"{pb.name}@{pb.version}"},
     ]
     for line in lines:

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 from agent.machine import machine
+from agent.percentiles import percentile
 from agent.resources import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,7 @@ def _rss_mb() -> float:
 
 
 def _pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return percentile(xs, q) or 0.0
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:

@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from agent import events as ev  # noqa: E402
 from agent.machine import machine  # noqa: E402
+from agent.percentiles import percentile  # noqa: E402
 from agent.speech.codec import ulaw_encode  # noqa: E402
 
 SPEECH = REPO.parent / "shared/data/speech"
@@ -66,10 +67,8 @@ def emit(**fields: object) -> None:
 
 
 def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    return round(v[min(len(v) - 1, int(round(q * (len(v) - 1))))], 3)
+    p = percentile(values, q)
+    return None if p is None else round(p, 3)
 
 
 # --- the caller's audio ----------------------------------------------------------------------

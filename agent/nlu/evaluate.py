@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.jsonl import read_jsonl
 from agent.nlu import Understander, understand_turn
+from agent.percentiles import percentile
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,9 @@ def evaluate(understander: Understander, examples: Sequence[Example]) -> dict[st
     supported = [v["f1"] for v in per_intent.values() if v["support"] > 0]
     macro = sum(supported) / len(supported) if supported else 0.0
     _, _, ent_f1 = _prf(ent_tp, ent_fp, ent_fn)
-    lat_sorted = sorted(lat)
 
     def pct(q: float) -> float:
-        if not lat_sorted:
-            return 0.0
-        return lat_sorted[min(len(lat_sorted) - 1, int(round(q * (len(lat_sorted) - 1))))]
+        return percentile(lat, q) or 0.0
 
     return {
         "n": len(examples),
