@@ -208,18 +208,21 @@ def test_end_of_turn_timing_streams_a_clip_through_the_vad_and_the_asr_stage(eng
     assert final["done_ms"] - final["start_ms"] < 50  # the partial's decode of the same audio was reused
 
 
-
 def test_a_decode_that_loops_is_redone_once_with_the_full_window_not_a_temperature_ladder(engine, monkeypatch):
     # Whisper loops on audio cut off mid-word (a partial at a pause): "itititit…".  faster-whisper's
     # temperature ladder looped again on every rung and cost 6.6 s on a 2-core AVX2 box while the
     # caller's final waited behind it; one rung at temperature 0 costs ~1.2 s.
-    from agent.speech.asr import looks_degenerate
+    from agent.speech.asr import looks_degenerate, repeated_sentence
     from agent.speech.codec import int16_to_float
+
+    def loops(cut) -> bool:  # what transcribe() retries: a loop, not a sentence said twice
+        raw = engine._decode_short(int16_to_float(cut), "")[0]
+        return repeated_sentence(raw) is None and looks_degenerate(raw, len(cut) / 16000)
 
     pcm = load_clip("BAC009S0150W0126.wav")
     cuts = [pcm[: ms * 16] for ms in range(600, 1400, 100)]
     cuts += [phone_round_trip(c) for c in cuts]
-    looping = next((c for c in cuts if looks_degenerate(engine._decode_short(int16_to_float(c), "")[0])), None)
+    looping = next((c for c in cuts if loops(c)), None)
     if looping is None:
         pytest.skip("no cut of this clip loops with this CPU's int8 kernels")
     ladders = []

@@ -211,14 +211,19 @@ class FasterWhisperEngine:
         return best, scores[best] / (sum(scores.values()) or 1.0)
 
 
+def _said_again(t: str, period: int) -> bool:
+    """`t` is its first `period` characters over and over (the last copy may be cut off)."""
+    return all(t[i] == t[i - period] for i in range(period, len(t)))
+
+
 def repeated_sentence(text: str, min_len: int = 4) -> str | None:
     """The sentence when `text` is it said again (wholly or in part: "ABCDEF ABCDEF AB"), else
     None.  A loop of one syllable ("itititit", "19 19 19") is not a sentence: None."""
     t = text.replace(" ", "")
     for period in range(min_len, len(t) - min_len + 1):
-        if all(t[i] == t[i - period] for i in range(period, len(t))):
+        if _said_again(t, period):
             unit = t[:period]
-            if any(all(unit[i] == unit[i - p] for i in range(p, period)) for p in range(1, period // 2 + 1)):
+            if any(_said_again(unit, p) for p in range(1, period // 2 + 1)):
                 return None  # the unit itself repeats: a syllable loop
             seen = 0  # the first copy as written, spaces kept ("data backup data backup")
             for end, ch in enumerate(text):
@@ -241,9 +246,8 @@ def looks_degenerate(text: str, audio_s: float | None = None) -> bool:
 
     t = text.replace(" ", "")
     fits = audio_s is not None and len(t) <= MAX_CHARS_PER_SECOND * audio_s
-    for period in range(4, len(t) // 2 + 1):
-        if not fits and all(t[i] == t[i - period] for i in range(period, len(t))):
-            return True
+    if not fits and any(_said_again(t, period) for period in range(4, len(t) // 2 + 1)):
+        return True
     raw = t.encode()
     return len(raw) > 24 and len(raw) / len(zlib.compress(raw)) > 2.4
 
