@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import os
 import platform
+from functools import lru_cache
 from pathlib import Path
 
 # the vector extensions that change int8 results or speed, in the order they appeared
 _SIMD = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
+@lru_cache(maxsize=4)  # the CPU does not change under a running process; benches ask per JSON line
 def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
     """{"cpu": model name, "cores": usable cores, "simd": [extensions present]}; on a system
-    without /proc/cpuinfo the model is platform.processor() and simd is empty."""
+    without /proc/cpuinfo the model is platform.processor() and simd is empty.  Cached: treat
+    the dict as read-only."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in cpuinfo.read_text(errors="replace").splitlines():

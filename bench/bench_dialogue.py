@@ -16,8 +16,8 @@ from agent.dialogue import DialogueState, load_playbook
 from agent.dialogue.turn import step
 from agent.events import NluResult
 from agent.machine import machine
-from agent.percentiles import percentile
 from agent.nlu import load_understander
+from agent.percentiles import percentile
 from agent.simulator import PERSONAS, make_caller
 
 
